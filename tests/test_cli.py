@@ -1,0 +1,187 @@
+"""End to end through `python -m trainer`, as a user runs it: files, metrics, resume, sweeps, errors."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, read_json, run_cli
+
+SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s", "device", "params"}
+FAST = ("trainer.progress=plain",)
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """One real 2-epoch run on digits, shared by the tests that inspect what a run leaves."""
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", *FAST)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_a_run_leaves_its_files(digits_run: Path) -> None:
+    for name in (".hydra/config.yaml", "train.log", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "metrics.csv", "summary.json"):
+        assert (digits_run / name).is_file(), name
+    assert any((digits_run / "tb").glob("events.out.tfevents*"))
+
+
+def test_summary_and_metrics_agree_and_beat_chance(digits_run: Path) -> None:
+    summary = read_json(digits_run / "summary.json")
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["epochs"] == 2 and summary["device"] == "cpu"
+    assert summary["best_val_acc"] > 0.8  # chance is 0.1 on ten digits
+    rows = csv_rows(digits_run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert summary["best_val_acc"] == max(float(r["val_acc"]) for r in rows)
+    assert summary["final_val_acc"] == float(rows[-1]["val_acc"])
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_tensorboard_scalars_are_readable(digits_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(digits_run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput"} <= tags
+    val_acc = [e.value for e in events.Scalars("val/acc")]
+    rows = csv_rows(digits_run / "metrics.csv")
+    assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-6)
+
+
+def test_checkpoints_load_weights_only_with_a_plain_config(digits_run: Path) -> None:
+    ckpt = torch.load(digits_run / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["config"]["model"]["num_classes"] == 10
+    assert isinstance(ckpt["config"], dict) and isinstance(ckpt["config"]["model"], dict)
+    assert ckpt["state"]["best_val_acc"] == read_json(digits_run / "summary.json")["best_val_acc"]
+
+
+def test_eval_mode_reproduces_the_best_validation_accuracy(digits_run: Path, tmp_path: Path) -> None:
+    result = run_cli("mode=eval", f"ckpt={digits_run / 'checkpoints' / 'best.pt'}",
+                     f"hydra.run.dir={tmp_path / 'eval'}", *FAST)
+    assert result.returncode == 0, result.stderr
+    scores = read_json(tmp_path / "eval" / "eval.json")
+    assert scores["val_acc"] == pytest.approx(read_json(digits_run / "summary.json")["best_val_acc"])
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "scheduler=none", *FAST)
+    assert first.returncode == 0, first.stderr
+    first_row = csv_rows(run_dir / "metrics.csv")[0]
+
+    resumed = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "scheduler=none",
+                      "trainer.resume=auto", *FAST)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed from" in resumed.stdout
+    rows = csv_rows(run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert rows[0] == first_row  # history carried over, not re-run
+    summary = read_json(run_dir / "summary.json")
+    assert summary["epochs"] == 3 and summary["resumed_from"].endswith("last.pt")
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["state"]["global_step"] == 3 * int(rows[0]["step"])
+    assert max(s["step"] for s in ckpt["optimizer"]["state"].values()) == ckpt["state"]["global_step"]
+
+
+def test_an_existing_run_is_never_overwritten(digits_run: Path) -> None:
+    before = (digits_run / "checkpoints" / "last.pt").read_bytes()
+    result = run_cli(f"hydra.run.dir={digits_run}", "trainer.max_epochs=1", *FAST)
+    assert result.returncode == 2
+    assert "already holds a run" in result.stderr
+    assert (digits_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_multirun_puts_each_job_in_its_own_dir(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "optim=sgd,adamw", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", *FAST)
+    assert result.returncode == 0, result.stderr
+    optimizers = [read_json(sweep / job / "summary.json") for job in ("0", "1")]
+    assert [s["epochs"] for s in optimizers] == [1, 1]
+    composed = [(sweep / job / ".hydra" / "config.yaml").read_text() for job in ("0", "1")]
+    assert "torch.optim.SGD" in composed[0] and "torch.optim.AdamW" in composed[1]
+
+
+def test_fast_dev_run_runs_one_batch_and_saves_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", "debug=fast_dev_run", "model=resnet18", "data=fake")
+    assert result.returncode == 0, result.stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["global_step"] == 1
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "tb").exists()
+
+
+@pytest.mark.slow
+def test_resnet50_trains_on_fake_data(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=resnet50", "data=fake", "data.train_size=64",
+                     "data.val_size=32", "trainer.max_epochs=1", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert read_json(tmp_path / "run" / "summary.json")["params"] > 23_000_000
+
+
+def test_help_and_cfg_do_not_import_torch() -> None:
+    code = ("import sys, runpy\n"
+            "for args in (['--help'], ['--cfg', 'job']):\n"
+            "    sys.argv = ['trainer', *args]\n"
+            "    try:\n"
+            "        runpy.run_module('trainer', run_name='__main__')\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_NOT_LOADED')\n")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "model:" in out.stdout and "Configuration groups" in out.stdout
+    assert out.stdout.strip().endswith("TORCH_NOT_LOADED")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["model=resnet5000"], "Could not find 'model/resnet5000'"),
+    (["optim.lr=-1"], "optim.lr must be > 0"),
+    (["data.batch_size=0"], "data.batch_size must be > 0"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs must be >= 1"),
+    (["trainer.precision=8"], "trainer.precision must be one of 32, bf16, 16"),
+    (["optim.lr=abc"], "could not be converted to Float"),
+    (["optim.nope=1"], "Key 'nope' not in 'AdamWConfig'"),
+    (["trainer.resume=/no/such/file"], "checkpoint not found: /no/such/file"),
+    (["mode=eval"], "ckpt must be a checkpoint path"),
+])
+def test_bad_input_exits_non_zero_with_a_reason_and_no_traceback(tmp_path: Path, args, expected) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", *args)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=resnet5000")
+    assert "Available options in 'model'" in result.stderr
+    assert "\tresnet50\n" in result.stderr and "\tsimple_cnn\n" in result.stderr
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", f"trainer.resume={bad}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint {bad} is corrupt")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "trainer.device=cuda")
+    assert result.returncode == 2
+    assert "no CUDA device is available" in result.stderr

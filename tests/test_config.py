@@ -1,0 +1,146 @@
+"""Every option of every config group composes, validates and instantiates; bad values fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tests.conftest import CONFIGS, compose
+from trainer.build import build_data, build_model
+from trainer.errors import ConfigError
+from trainer.optim import create_optimizer, create_scheduler
+from trainer.schema import validate
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIGS / group).glob("*.yaml"))
+
+
+def test_every_group_has_options() -> None:
+    for group in ("data", "model", "optim", "scheduler", "augment", "regularization", "trainer", "logger",
+                  "paths", "hydra", "debug", "experiment"):
+        assert options(group), f"configs/{group}/ has no options"
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_options_build_datasets(option: str) -> None:
+    cfg = compose(f"data={option}")
+    validate(cfg)
+    datamodule = build_data(cfg)
+    x, y = datamodule.train_set[0]
+    assert tuple(x.shape) == (cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
+    assert 0 <= int(y) < cfg.data.num_classes
+    assert len(datamodule.val_set) > 0
+    batch_x, batch_y = next(iter(datamodule.train_loader(torch.Generator().manual_seed(0))))
+    assert batch_x.shape[0] == min(cfg.data.batch_size, len(datamodule.train_set)) == batch_y.shape[0]
+
+
+@pytest.mark.parametrize("option", options("model"))
+@pytest.mark.parametrize("data", ["digits", "fake"])
+def test_model_options_follow_the_data_config(option: str, data: str) -> None:
+    cfg = compose(f"model={option}", f"data={data}", "data.image_size=32")
+    validate(cfg)
+    assert cfg.model.num_classes == cfg.data.num_classes
+    assert cfg.model.in_channels == cfg.data.in_channels
+    model = build_model(cfg.model)
+    logits = model(torch.randn(2, cfg.data.in_channels, 32, 32))
+    assert logits.shape == (2, cfg.data.num_classes)
+
+
+@pytest.mark.parametrize("optim", options("optim"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optim_and_scheduler_options_step(optim: str, scheduler: str) -> None:
+    cfg = compose(f"optim={optim}", f"scheduler={scheduler}")
+    validate(cfg)
+    model = torch.nn.Linear(4, 3)
+    optimizer = create_optimizer(cfg.optim, model)
+    assert type(optimizer).__name__.lower() == optim.lower()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
+    schedule = create_scheduler(cfg.scheduler, optimizer)
+    assert schedule.interval in ("epoch", "step")
+    before = model.weight.detach().clone()
+    model(torch.randn(8, 4)).sum().backward()
+    optimizer.step()
+    schedule.scheduler.step()
+    assert not torch.equal(before, model.weight)
+
+
+@pytest.mark.parametrize("option", options("augment"))
+def test_augment_options_instantiate(option: str) -> None:
+    cfg = compose(f"augment={option}")
+    validate(cfg)
+    transform = instantiate(cfg.augment)
+    assert transform is None or callable(transform)
+
+
+@pytest.mark.parametrize("option", options("regularization"))
+def test_regularization_options_give_a_criterion(option: str) -> None:
+    cfg = compose(f"regularization={option}")
+    validate(cfg)
+    criterion = instantiate(cfg.regularization)
+    loss = criterion(torch.randn(4, 10), torch.tensor([0, 1, 2, 3]))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_options_log(option: str, tmp_path) -> None:
+    cfg = compose(f"logger={option}")
+    logger = instantiate(cfg.logger, run_dir=str(tmp_path))
+    logger.log_scalars({"val/acc": 0.5}, step=1)
+    logger.close()
+    wrote = any(tmp_path.rglob("events.out.tfevents*"))
+    assert wrote == (option == "tensorboard")
+
+
+@pytest.mark.parametrize("option", options("debug"))
+def test_debug_options_compose(option: str) -> None:
+    cfg = compose(f"debug={option}")
+    validate(cfg)
+    assert cfg.trainer.max_epochs >= 1
+    assert (cfg.trainer.limit_train_batches or cfg.trainer.overfit_batches) > 0
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_options_compose(option: str) -> None:
+    cfg = compose(f"+experiment={option}")
+    validate(cfg)
+    build_model(cfg.model)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.lr=0", "optim.lr must be > 0"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0"),
+    ("data.batch_size=0", "data.batch_size must be > 0"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("data.val_fraction=1.5", "data.val_fraction must be in (0, 1)"),
+    ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
+    ("trainer.precision=8", "trainer.precision must be one of 32, bf16, 16"),
+    ("trainer.device=tpu", "trainer.device must be auto, cpu, cuda or cuda:N"),
+    ("trainer.grad_clip_norm=0", "trainer.grad_clip_norm must be > 0"),
+    ("trainer.progress=loud", "trainer.progress must be one of"),
+    ("model.dropout=1.0", "model.dropout must be in [0, 1)"),
+    ("regularization.label_smoothing=-0.1", "regularization.label_smoothing must be in [0, 1)"),
+    ("mode=dance", "mode must be one of train, eval"),
+    ("mode=eval", "ckpt must be a checkpoint path when mode=eval"),
+])
+def test_out_of_range_values_name_the_key(override: str, message: str) -> None:
+    cfg = compose(override)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("override", "error"), [
+    ("optim.lr=abc", ValidationError),
+    ("trainer.max_epochs=many", ValidationError),
+    ("optim.no_such_key=1", ConfigKeyError),
+    ("model=resnet5000", ConfigCompositionException),
+])
+def test_wrong_types_and_unknown_keys_fail_at_composition(override: str, error: type) -> None:
+    with pytest.raises((error, ConfigCompositionException)):
+        compose(override)

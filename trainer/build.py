@@ -1,0 +1,46 @@
+"""Turn config groups into objects (Hydra `_target_` instantiation) for the train and eval modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from trainer.data.base import DataModule
+from trainer.errors import CheckpointError
+from trainer.schema import GROUP_SCHEMAS
+
+
+def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
+    datamodule: DataModule = instantiate(cfg.data)
+    datamodule.setup(train_transform=instantiate(cfg.augment) if with_augment else None)
+    if cfg.trainer.overfit_batches:
+        datamodule.overfit(cfg.trainer.overfit_batches)
+    return datamodule
+
+
+def build_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
+    return instantiate(model_cfg, _convert_="all")
+
+
+def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig:
+    """A checkpoint's model config, re-validated against the model schemas before it builds anything.
+
+    Only targets that a model schema declares are accepted, so a crafted checkpoint cannot make
+    instantiation call arbitrary code.
+    """
+    by_target = {schema._target_: schema for schema in GROUP_SCHEMAS["model"].values()}
+    schema = by_target.get(saved.get("_target_"))
+    if schema is None:
+        raise CheckpointError(f"checkpoint {path} names an unknown model {saved.get('_target_')!r}")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), saved)
+    except Exception as err:  # an unknown key or wrong type in the stored config
+        raise CheckpointError(f"checkpoint {path} has an invalid model config: "
+                              f"{str(err).splitlines()[0]}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

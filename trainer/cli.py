@@ -1,0 +1,55 @@
+"""The `python -m trainer` entrypoint: compose the Hydra config, validate it, run the chosen mode.
+
+Nothing heavy is imported here, so `--help` and `--cfg job` answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from trainer.errors import TrainerError
+from trainer.schema import register_configs, validate
+
+log = logging.getLogger("trainer")
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+register_configs()
+
+
+def run(cfg: DictConfig, run_dir: Path) -> float:
+    """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (val accuracy) for sweepers."""
+    validate(cfg)
+    if cfg.mode == "eval":
+        from trainer.evaluate import evaluate
+
+        return evaluate(cfg, run_dir)
+    from trainer.train import train
+
+    return train(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_task(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        return run(cfg, Path(hydra_cfg.runtime.output_dir))
+    except TrainerError as err:
+        log.error("%s", err)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # a sweep records the failed job and carries on with the others
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+def main() -> None:
+    _hydra_task()

@@ -1,0 +1,23 @@
+"""Errors the CLI reports as one line on stderr, and the process exit codes it uses."""
+
+EXIT_OK = 0
+EXIT_COMPOSE_ERROR = 1  # Hydra could not compose the config (unknown option, wrong type, unknown key)
+EXIT_USER_ERROR = 2  # a value out of range, a missing file, a bad checkpoint: see the message
+
+
+class TrainerError(Exception):
+    """A problem with the user's input that has a one-line explanation; no traceback is shown."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class ConfigError(TrainerError):
+    """A composed config that is well-typed but has a value outside its allowed range."""
+
+
+class CheckpointError(TrainerError):
+    """A checkpoint that is missing, truncated, unsafe to load or made for another model."""
+
+
+class DataError(TrainerError):
+    """A data set whose files are missing or malformed."""

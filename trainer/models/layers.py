@@ -1,0 +1,56 @@
+"""Building blocks shared by every model: activations by name, normalisation by name, conv-norm-act."""
+
+from __future__ import annotations
+
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "none": nn.Identity,
+}
+
+NORMS = ("batch", "group", "layer", "none")
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation module by name (relu, leaky_relu, elu, gelu, silu/swish, sigmoid, tanh, none)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}") from None
+
+
+def make_norm2d(name: str, channels: int) -> nn.Module:
+    """A 2-D normalisation layer by name: batch, group (32 groups or fewer), layer (over C, H, W), none."""
+    if name == "batch":
+        return nn.BatchNorm2d(channels)
+    if name == "group":
+        groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
+    if name == "layer":
+        return nn.GroupNorm(1, channels)  # LayerNorm over (C, H, W), independent of the spatial size
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}; choose from {', '.join(NORMS)}")
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d -> norm -> activation; the conv has a bias only when there is no norm to absorb it."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None, groups: int = 1, norm: str = "batch", act: str = "relu") -> None:
+        if padding is None:
+            padding = kernel_size // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
+                      bias=norm == "none"),
+            make_norm2d(norm, out_channels),
+            make_activation(act),
+        )

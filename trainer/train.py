@@ -1,0 +1,205 @@
+"""`mode=train`: build everything from the config, then train and validate epoch by epoch.
+
+Read it top to bottom: set-up, optional resume, the epoch loop, the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from trainer import __version__
+from trainer.build import build_data, build_model, count_parameters
+from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from trainer.console import RunConsole
+from trainer.errors import ConfigError
+from trainer.loop import train_epoch, validate
+from trainer.optim import create_optimizer, create_scheduler
+from trainer.records import write_json, write_metrics_csv
+from trainer.runtime import (
+    Precision,
+    capture_rng_state,
+    configure_determinism,
+    restore_rng_state,
+    seed_everything,
+    select_device,
+)
+
+log = logging.getLogger("trainer")
+
+RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "summary.json")
+
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint carries forward."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """`auto` means this run dir's last.pt when it exists; a path must exist."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        candidate = run_dir / "checkpoints" / "last.pt"
+        return candidate if candidate.is_file() else None
+    return Path(resume)
+
+
+def refuse_to_overwrite(run_dir: Path, resume_path: Path | None) -> None:
+    """A run dir that already holds another run's results is never written over."""
+    own_last = run_dir / "checkpoints" / "last.pt"
+    if resume_path is not None and resume_path.resolve() == own_last.resolve():
+        return
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing:
+        raise ConfigError(f"run dir {run_dir} already holds a run ({', '.join(existing)}); "
+                          "continue it with trainer.resume=auto or choose another hydra.run.dir")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    wall_start = time.perf_counter()
+    tcfg = cfg.trainer
+    console = RunConsole(tcfg.progress)
+    resume_path = resolve_resume(tcfg.resume, run_dir)
+    refuse_to_overwrite(run_dir, resume_path)
+    checkpoint = load_checkpoint(resume_path) if resume_path else None
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if checkpoint is not None:
+        check_model_config(checkpoint["config"]["model"], model_cfg, resume_path)
+
+    # ---- set-up: seeds, device, data, model, optimisation
+    seed_everything(cfg.seed)
+    device = select_device(tcfg.device)
+    configure_determinism(tcfg.deterministic, device)
+    precision = Precision(tcfg.precision, device)
+    datamodule = build_data(cfg)
+    model = build_model(cfg.model).to(device)
+    optimizer = create_optimizer(cfg.optim, model)
+    scheduler = create_scheduler(cfg.scheduler, optimizer)
+    criterion = instantiate(cfg.regularization)
+    scaler = precision.grad_scaler()
+    state = TrainState()
+
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = TrainState(**checkpoint["state"])
+        restore_rng_state(checkpoint["rng"])
+        console.info(f"Resumed from {resume_path} after epoch {state.epoch} (step {state.global_step})")
+
+    pin_memory = device.type == "cuda"
+    shuffle_generator = torch.Generator()
+    train_loader = datamodule.train_loader(shuffle_generator, pin_memory)
+    val_loader = datamodule.val_loader(pin_memory)
+    train_steps = min(len(train_loader), tcfg.limit_train_batches or len(train_loader))
+    val_steps = min(len(val_loader), tcfg.limit_val_batches or len(val_loader))
+    logger = instantiate(cfg.logger, run_dir=str(run_dir))
+    params = count_parameters(model)
+    console.table("trainer", {
+        "model": f"{_choice('model', cfg.model._target_)} ({params:,} parameters)",
+        "data": f"{_choice('data', cfg.data._target_)}: {len(datamodule.train_set):,} train / "
+                f"{len(datamodule.val_set):,} val, batch {datamodule.batch_size}",
+        "optimisation": f"{_choice('optim', cfg.optim._target_)} lr {cfg.optim.lr:g}, "
+                        f"scheduler {_choice('scheduler', cfg.scheduler._target_)}",
+        "device": f"{device} ({'fp' if precision.name == '32' else ''}{precision.name} precision)",
+        "epochs": f"{state.epoch + 1}..{tcfg.max_epochs}" if state.epoch else str(tcfg.max_epochs),
+        "run dir": str(run_dir),
+    })
+
+    # ---- the epoch loop
+    train_samples = train_seconds = 0.0
+    for epoch in range(state.epoch, tcfg.max_epochs):
+        # Shuffling is a function of (seed, epoch) alone, so a resumed run replays the same batches.
+        shuffle_generator.manual_seed(cfg.seed + epoch)
+        with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
+            train_stats = train_epoch(
+                model, islice(train_loader, train_steps), criterion, optimizer, scheduler, scaler, precision,
+                grad_clip_norm=tcfg.grad_clip_norm, log_every=tcfg.log_every_n_steps, on_step=update)
+        val_stats = validate(model, islice(val_loader, val_steps), criterion, precision)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler.interval == "epoch":
+            scheduler.scheduler.step()
+
+        state.epoch = epoch + 1
+        state.global_step += train_steps
+        train_samples += train_stats.samples
+        train_seconds += train_stats.seconds
+        is_best = val_stats.acc > state.best_val_acc
+        if is_best:
+            state.best_val_acc, state.best_epoch = val_stats.acc, state.epoch
+        row = {"epoch": state.epoch, "step": state.global_step, "lr": lr,
+               "train_loss": train_stats.loss, "train_acc": train_stats.acc,
+               "val_loss": val_stats.loss, "val_acc": val_stats.acc, "val_top5": val_stats.top5,
+               "train_samples_per_s": train_stats.samples_per_s}
+        state.history.append(row)
+        write_metrics_csv(run_dir / "metrics.csv", state.history)
+        logger.log_scalars({"train/loss": train_stats.loss, "train/acc": train_stats.acc,
+                            "val/loss": val_stats.loss, "val/acc": val_stats.acc, "lr": lr,
+                            "throughput": train_stats.samples_per_s}, state.epoch)
+        console.info(
+            f"epoch {state.epoch:>3}/{tcfg.max_epochs}  train loss {train_stats.loss:.4f} acc "
+            f"{train_stats.acc:.4f}  val loss {val_stats.loss:.4f} acc {val_stats.acc:.4f}"
+            + (f" top5 {val_stats.top5:.4f}" if val_stats.top5 is not None else "")
+            + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
+
+        if tcfg.save_checkpoints:
+            payload = {
+                "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
+            }
+            save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+            if is_best:
+                save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+    logger.close()
+
+    # ---- the summary
+    last = state.history[-1] if state.history else {}
+    summary = {
+        "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
+        "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+        "epochs": state.epoch, "global_step": state.global_step,
+        "wall_s": round(time.perf_counter() - wall_start, 3),
+        "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
+        "device": str(device), "precision": precision.name, "params": params,
+        "model": _choice("model", cfg.model._target_), "data": _choice("data", cfg.data._target_),
+        "resumed_from": str(resume_path) if resume_path else None, "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "summary.json", summary)
+    console.table("summary", {k: _fmt(v) for k, v in summary.items() if k not in ("run_dir",)})
+    return state.best_val_acc
+
+
+def _choice(group: str, fallback: str) -> str:
+    """The option name picked for a config group (e.g. `resnet50`), or the target's class name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return fallback.rsplit(".", 1)[-1]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
