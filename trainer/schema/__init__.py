@@ -1,0 +1,54 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each option file in `configs/<group>/` starts from one of these dataclasses (through
+`/schema/<group>@_here_` in its defaults list), so an unknown key or a wrong type fails at
+composition. Value ranges are checked in `__post_init__`, which runs when `validate()` turns the
+composed config into objects: before any data is loaded or torch is imported.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.errors import ConfigError
+from trainer.schema import augment, data, model, optim, regularization, run, scheduler
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": data.SCHEMAS,
+    "model": model.SCHEMAS,
+    "optim": optim.SCHEMAS,
+    "scheduler": scheduler.SCHEMAS,
+    "augment": augment.SCHEMAS,
+    "regularization": regularization.SCHEMAS,
+    **run.SCHEMAS,
+}
+
+
+def register_configs() -> None:
+    """Put the root schema and every group schema into Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=run.TrainConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=node)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value's range; raise ConfigError with a one-line message naming the key."""
+    # trainer and data first: other groups interpolate their values (T_max, num_classes).
+    groups = sorted((key for key in cfg if OmegaConf.is_dict(cfg[key])),
+                    key=lambda key: (key not in ("trainer", "data"), key != "trainer"))
+    keys = [*groups, None]
+    for key in keys:
+        node = cfg if key is None else cfg[key]
+        try:
+            OmegaConf.to_object(node)
+        except ValueError as err:
+            prefix = f"{key}." if key else ""
+            raise ConfigError(f"invalid config: {prefix}{err}") from None
+        except OmegaConfBaseException as err:
+            first_line = str(err).splitlines()[0]
+            full_key = getattr(err, "full_key", None)
+            raise ConfigError(f"invalid config at {full_key or key}: {first_line}") from None

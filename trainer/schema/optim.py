@@ -1,0 +1,54 @@
+"""Schemas of the `optim` group: torch optimizer classes, instantiated partially."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from trainer.schema.checks import require
+
+
+@dataclass
+class OptimConfig:
+    """A torch optimizer class, instantiated partially and then called with the parameter groups."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
+
+
+@dataclass
+class AdamWConfig(OptimConfig):
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
+                 "two values in [0, 1)", self.betas)
+        require(self.eps > 0, "eps", "> 0", self.eps)
+
+
+SCHEMAS = {"sgd": SGDConfig, "adamw": AdamWConfig}

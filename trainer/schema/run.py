@@ -1,0 +1,85 @@
+"""Schemas of the run itself: the `trainer`, `logger` and `paths` groups and the root config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from trainer.schema.checks import require
+
+PRECISIONS = ("32", "bf16", "16")
+PROGRESS = ("auto", "rich", "plain", "none")
+MODES = ("train", "eval")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 6
+    device: str = "auto"
+    precision: str = "32"
+    grad_clip_norm: float | None = None
+    deterministic: bool = False
+    resume: str | None = None
+    log_every_n_steps: int = 20
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    overfit_batches: int = 0
+    save_checkpoints: bool = True
+    progress: str = "auto"
+
+    def __post_init__(self) -> None:
+        require(self.max_epochs >= 1, "max_epochs", ">= 1", self.max_epochs)
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                 "device", "auto, cpu, cuda or cuda:N", self.device)
+        require(self.precision in PRECISIONS, "precision", "one of 32, bf16, 16", self.precision)
+        require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "> 0 or null",
+                 self.grad_clip_norm)
+        require(self.log_every_n_steps >= 1, "log_every_n_steps", ">= 1", self.log_every_n_steps)
+        for key in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, key, ">= 1 or null", value)
+        require(self.overfit_batches >= 0, "overfit_batches", ">= 0", self.overfit_batches)
+        require(self.progress in PROGRESS, "progress", "one of " + ", ".join(PROGRESS), self.progress)
+
+
+@dataclass
+class LoggerConfig:
+    _target_: str = "trainer.loggers.TensorBoardLogger"
+    log_dir: str = "tb"
+
+
+@dataclass
+class PathsConfig:
+    output_root: str = "outputs"
+    data_dir: str = "data"
+
+
+@dataclass
+class TrainConfig:
+    """The root of the composed config (`configs/train.yaml`)."""
+
+    mode: str = "train"
+    seed: int = 42
+    ckpt: str | None = None
+    data: Any = MISSING
+    model: Any = MISSING
+    optim: Any = MISSING
+    scheduler: Any = MISSING
+    augment: Any = MISSING
+    regularization: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, "mode", "one of " + ", ".join(MODES), self.mode)
+        require(self.mode != "eval" or bool(self.ckpt), "ckpt", "a checkpoint path when mode=eval", self.ckpt)
+
+
+SCHEMAS = {
+    "trainer": {"trainer": TrainerConfig},
+    "logger": {"logger": LoggerConfig},
+    "paths": {"paths": PathsConfig},
+}
