@@ -14,8 +14,9 @@ from trainer.schema import GROUP_SCHEMAS
 
 
 def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
+    """The data module, set up with the augment option (an `Augment` or None; see trainer/augment.py)."""
     datamodule: DataModule = instantiate(cfg.data)
-    datamodule.setup(train_transform=instantiate(cfg.augment) if with_augment else None)
+    datamodule.setup(augment=instantiate(cfg.augment) if with_augment else None)
     if cfg.trainer.overfit_batches:
         datamodule.overfit(cfg.trainer.overfit_batches)
     return datamodule

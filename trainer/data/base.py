@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+if TYPE_CHECKING:
+    from trainer.augment import Augment
+
 
 def seed_worker(worker_id: int) -> None:
     """Seed Python's and NumPy's RNGs in a loader worker from the seed torch gave that worker."""
@@ -28,6 +31,8 @@ def seed_worker(worker_id: int) -> None:
 class DataModule:
     """Builds `train_set` and `val_set` in `setup()`; subclasses implement `build()`.
 
+    `build(augment)` applies the augment option's ops to training images only (see trainer/augment.py);
+    with no augmentation, in-memory sets return `TensorDataset`s, which `_loader` batches by indexing.
     Loaders are deterministic: shuffling draws from a generator that the caller seeds per epoch.
     """
 
@@ -43,11 +48,11 @@ class DataModule:
         self.val_set: Dataset | None = None
         self.shuffle_train = True
 
-    def build(self, train_transform: Callable | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         raise NotImplementedError
 
-    def setup(self, train_transform: Callable | None = None) -> None:
-        self.train_set, self.val_set = self.build(train_transform)
+    def setup(self, augment: Augment | None = None) -> None:
+        self.train_set, self.val_set = self.build(augment)
 
     def overfit(self, num_batches: int) -> None:
         """Train and validate on the same first `num_batches` training batches, in a fixed order."""

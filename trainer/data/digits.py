@@ -1,10 +1,16 @@
-"""scikit-learn's bundled 8x8 digits: 1,797 real handwritten digits, no download needed."""
+"""scikit-learn's bundled 8x8 digits: 1,797 real handwritten digits, no download needed.
+
+Pixels stay float, normalised with the train split's mean/std, in TensorDatasets batched by indexing. With
+augmentation the training pixels are quantised to uint8 (an error of at most 1/510) so that every augment op,
+AutoAugment included, can run on them per sample.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,11 +18,16 @@ from torch.utils.data import Dataset, TensorDataset
 
 from trainer.data.base import DataModule
 from trainer.data.transformed import TransformedDataset
+from trainer.data.transforms import train_transform
 from trainer.errors import DataError
 
+if TYPE_CHECKING:
+    from trainer.augment import Augment
 
+
+@functools.cache
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """The (1797, 64) pixel array (values 0..16) and the labels of scikit-learn's digits file.
+    """The (1797, 64) pixel array (values 0..16) and the labels of scikit-learn's digits file (read once).
 
     The CSV is read straight from the installed package: importing scikit-learn itself costs seconds.
     """
@@ -39,7 +50,7 @@ class DigitsDataModule(DataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
 
-    def build(self, train_transform: Callable | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         pixels, targets = load_digits_arrays()
         images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0  # N x 1 x 8 x 8
         labels = torch.tensor(targets, dtype=torch.long)
@@ -53,9 +64,12 @@ class DigitsDataModule(DataModule):
         num_val = int(round(len(labels) * self.val_fraction))
         val_idx, train_idx = order[:num_val], order[num_val:]
         mean, std = images[train_idx].mean(), images[train_idx].std()
-        images = (images - mean) / std
+        normalised = (images - mean) / std
+        val = TensorDataset(normalised[val_idx], labels[val_idx])
+        if augment is None:
+            return TensorDataset(normalised[train_idx], labels[train_idx]), val
 
-        train = TensorDataset(images[train_idx], labels[train_idx])
-        if train_transform is not None:
-            train = TransformedDataset(train, train_transform)
-        return train, TensorDataset(images[val_idx], labels[val_idx])
+        pixels_u8 = images[train_idx].mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        channels = self.in_channels
+        transform = train_transform(augment, [mean.item()] * channels, [std.item()] * channels)
+        return TransformedDataset(TensorDataset(pixels_u8, labels[train_idx]), transform), val

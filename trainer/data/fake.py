@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import DataModule
+from trainer.data.transforms import eval_transform, train_transform
+
+if TYPE_CHECKING:
+    from trainer.augment import Augment
+
+MEAN = STD = 0.5  # FakeData's pixels are uniform in [0, 1]
 
 
 class FakeDataModule(DataModule):
@@ -16,17 +21,14 @@ class FakeDataModule(DataModule):
         self.train_size = train_size
         self.val_size = val_size
 
-    def build(self, train_transform: Callable | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         from torchvision.datasets import FakeData
-        from torchvision.transforms import v2
 
-        to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                     v2.Normalize([0.5] * self.in_channels, [0.5] * self.in_channels)]
-        train_steps = ([train_transform] if train_transform is not None else []) + to_tensor
+        mean, std = [MEAN] * self.in_channels, [STD] * self.in_channels
         shape = (self.in_channels, self.image_size, self.image_size)
-        train = FakeData(self.train_size, shape, self.num_classes, transform=v2.Compose(train_steps),
+        train = FakeData(self.train_size, shape, self.num_classes, transform=train_transform(augment, mean, std),
                          random_offset=0)
         # A different offset gives the validation split images of its own.
-        val = FakeData(self.val_size, shape, self.num_classes, transform=v2.Compose(to_tensor),
+        val = FakeData(self.val_size, shape, self.num_classes, transform=eval_transform(mean, std),
                        random_offset=self.train_size)
         return train, val

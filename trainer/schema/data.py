@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from omegaconf import MISSING
+from omegaconf import MISSING, SI
 
 from trainer.schema.checks import require
 
@@ -55,4 +56,85 @@ class FakeConfig(DataConfig):
         require(self.val_size > 0, "val_size", "> 0", self.val_size)
 
 
-SCHEMAS = {"digits": DigitsConfig, "fake": FakeConfig}
+@dataclass
+class StoredDataConfig(DataConfig):
+    """A fixed data set read from files under `root`; `download` lets torchvision fetch missing ones."""
+
+    known_classes: ClassVar[int] = 10
+    allowed_channels: ClassVar[tuple[int, ...]] = (1, 3)
+    channels_rule: ClassVar[str] = "1 or 3 (3 repeats the grey channel)"
+    root: str = SI("${paths.data_dir}")
+    download: bool = False
+    batch_size: int = 128
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_classes == self.known_classes, "num_classes", f"{self.known_classes} for this data set",
+                self.num_classes)
+        require(self.in_channels in self.allowed_channels, "in_channels", self.channels_rule, self.in_channels)
+
+
+@dataclass
+class MNISTConfig(StoredDataConfig):
+    _target_: str = "trainer.data.mnist.MNISTDataModule"
+    in_channels: int = 1
+    image_size: int = 28
+
+
+@dataclass
+class FashionMNISTConfig(MNISTConfig):
+    _target_: str = "trainer.data.mnist.FashionMNISTDataModule"
+
+
+@dataclass
+class CIFAR10Config(StoredDataConfig):
+    _target_: str = "trainer.data.cifar.CIFAR10DataModule"
+    allowed_channels: ClassVar[tuple[int, ...]] = (3,)
+    channels_rule: ClassVar[str] = "3 (CIFAR images are RGB)"
+    in_channels: int = 3
+    image_size: int = 32
+
+
+@dataclass
+class CIFAR100Config(CIFAR10Config):
+    _target_: str = "trainer.data.cifar.CIFAR100DataModule"
+    known_classes: ClassVar[int] = 100
+    num_classes: int = 100
+
+
+@dataclass
+class ImageFolderConfig(DataConfig):
+    _target_: str = "trainer.data.imagefolder.ImageFolderDataModule"
+    batch_size: int = 64
+    num_workers: int = 4
+    in_channels: int = 3
+    image_size: int = 224
+    train_dir: str = MISSING
+    val_dir: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    crop_fraction: float = 0.875
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.in_channels in (1, 3), "in_channels", "1 (grey) or 3 (RGB)", self.in_channels)
+        require(0.0 < self.val_fraction < 1.0, "val_fraction", "in (0, 1)", self.val_fraction)
+        require(0.0 < self.crop_fraction <= 1.0, "crop_fraction", "in (0, 1]", self.crop_fraction)
+        for key in ("mean", "std"):
+            values = list(getattr(self, key))
+            require(len(values) == self.in_channels, key, f"{self.in_channels} values, one per channel", values)
+        require(all(s > 0 for s in self.std), "std", "all > 0", list(self.std))
+
+
+SCHEMAS = {
+    "digits": DigitsConfig,
+    "fake": FakeConfig,
+    "mnist": MNISTConfig,
+    "fashion_mnist": FashionMNISTConfig,
+    "cifar10": CIFAR10Config,
+    "cifar100": CIFAR100Config,
+    "imagefolder": ImageFolderConfig,
+}
