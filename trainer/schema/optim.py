@@ -11,12 +11,17 @@ from trainer.schema.checks import require
 
 @dataclass
 class OptimConfig:
-    """A torch optimizer class, instantiated partially and then called with the parameter groups."""
+    """A torch optimizer class, instantiated partially and then called with the parameter groups.
+
+    `no_decay_norm_bias` is ours, not torch's: true puts biases and normalisation weights (every 1-D
+    parameter) in a second group with weight_decay 0.
+    """
 
     _target_: str = MISSING
     _partial_: bool = True
     lr: float = MISSING
     weight_decay: float = 0.0
+    no_decay_norm_bias: bool = False
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -34,15 +39,32 @@ class SGDConfig(OptimConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
+        require(not self.nesterov or self.momentum > 0, "nesterov", "false when momentum is 0", self.nesterov)
 
 
 @dataclass
-class AdamWConfig(OptimConfig):
-    _target_: str = "torch.optim.AdamW"
+class RMSpropConfig(OptimConfig):
+    _target_: str = "torch.optim.RMSprop"
+    lr: float = 1e-3
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 <= self.alpha < 1.0, "alpha", "in [0, 1)", self.alpha)
+        require(self.eps > 0, "eps", "> 0", self.eps)
+        require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    _target_: str = "torch.optim.Adam"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    weight_decay: float = 0.01
+    amsgrad: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,4 +73,12 @@ class AdamWConfig(OptimConfig):
         require(self.eps > 0, "eps", "> 0", self.eps)
 
 
-SCHEMAS = {"sgd": SGDConfig, "adamw": AdamWConfig}
+@dataclass
+class AdamWConfig(AdamConfig):
+    """Adam with decoupled weight decay: the decay does not pass through the adaptive scaling."""
+
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+SCHEMAS = {"sgd": SGDConfig, "rmsprop": RMSpropConfig, "adam": AdamConfig, "adamw": AdamWConfig}

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import ClassVar
 
 from omegaconf import MISSING, SI
 
 from trainer.schema.checks import require
 
 INTERVALS = ("epoch", "step")
+WARMUP_UNITS = ("steps", "epochs")
 
 
 @dataclass
 class SchedulerConfig:
-    """A torch LR scheduler class; `interval` says whether the loop steps it per batch or per epoch."""
+    """A torch LR scheduler class; `interval` says whether the loop steps it per batch or per epoch.
 
+    `intervals` (a class constant, not a config key) lists the intervals at which the schedule means what its
+    keys say: an epoch-counting schedule stepped per batch would run through its whole course in one epoch.
+    """
+
+    intervals: ClassVar[tuple[str, ...]] = INTERVALS
     _target_: str = MISSING
     _partial_: bool = True
     interval: str = "epoch"
 
     def __post_init__(self) -> None:
-        require(self.interval in INTERVALS, "interval", " or ".join(INTERVALS), self.interval)
+        require(self.interval in self.intervals, "interval", " or ".join(self.intervals), self.interval)
 
 
 @dataclass
@@ -33,7 +41,42 @@ class ConstantSchedulerConfig(SchedulerConfig):
 
 
 @dataclass
+class StepSchedulerConfig(SchedulerConfig):
+    """`scheduler=step`: multiply the lr by `gamma` every `step_size` epochs."""
+
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 3
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.step_size >= 1, "step_size", ">= 1", self.step_size)
+        require(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
+
+
+@dataclass
+class MultiStepSchedulerConfig(SchedulerConfig):
+    """`scheduler=multistep`: multiply the lr by `gamma` at each epoch in `milestones`."""
+
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
+    milestones: list[int] = field(default_factory=lambda: [3, 5])
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ms = list(self.milestones)
+        require(bool(ms) and ms[0] >= 1 and all(a < b for a, b in pairwise(ms)), "milestones",
+                "increasing epochs >= 1", ms)
+        require(0 < self.gamma <= 1, "gamma", "in (0, 1]", self.gamma)
+
+
+@dataclass
 class CosineSchedulerConfig(SchedulerConfig):
+    """`scheduler=cosine`: cosine annealing from optim.lr to `eta_min` over `T_max` epochs (the run)."""
+
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
     T_max: int = SI("${trainer.max_epochs}")
     eta_min: float = 0.0
@@ -44,4 +87,94 @@ class CosineSchedulerConfig(SchedulerConfig):
         require(self.eta_min >= 0, "eta_min", ">= 0", self.eta_min)
 
 
-SCHEMAS = {"constant": ConstantSchedulerConfig, "cosine": CosineSchedulerConfig}
+@dataclass
+class OneCycleSchedulerConfig(SchedulerConfig):
+    """`scheduler=onecycle`: warm up to `max_lr`, then anneal far below the start, once over the run, per batch.
+
+    `total_steps: null` is the run's length: batches per epoch (after limit_train_batches) x max_epochs.
+    """
+
+    intervals: ClassVar[tuple[str, ...]] = ("step",)
+    _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
+    interval: str = "step"
+    max_lr: float = SI("${optim.lr}")
+    total_steps: int | None = None
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.max_lr > 0, "max_lr", "> 0", self.max_lr)
+        require(self.total_steps is None or self.total_steps >= 1, "total_steps", ">= 1 or null", self.total_steps)
+        require(0 < self.pct_start < 1, "pct_start", "in (0, 1)", self.pct_start)
+        require(self.anneal_strategy in ("cos", "linear"), "anneal_strategy", "cos or linear",
+                self.anneal_strategy)
+        require(self.div_factor > 0, "div_factor", "> 0", self.div_factor)
+        require(self.final_div_factor > 0, "final_div_factor", "> 0", self.final_div_factor)
+        require(0 <= self.base_momentum <= self.max_momentum < 1, "base_momentum",
+                "<= max_momentum, both in [0, 1)", self.base_momentum)
+
+
+@dataclass
+class WarmupCosineSchedulerConfig(SchedulerConfig):
+    """`scheduler=warmup_cosine`: linear warmup over `warmup` steps or epochs, then cosine down to
+    `min_lr_ratio` x optim.lr at the end of the run; stepped per batch.
+
+    `total_steps` and `steps_per_epoch` left null are taken from the run (the loader and trainer.max_epochs).
+    """
+
+    intervals: ClassVar[tuple[str, ...]] = ("step",)
+    _target_: str = "trainer.optim.warmup_cosine"
+    interval: str = "step"
+    warmup: int = 1
+    warmup_unit: str = "epochs"
+    min_lr_ratio: float = 0.0
+    total_steps: int | None = None
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.warmup >= 0, "warmup", ">= 0", self.warmup)
+        require(self.warmup_unit in WARMUP_UNITS, "warmup_unit", " or ".join(WARMUP_UNITS), self.warmup_unit)
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        for key in ("total_steps", "steps_per_epoch"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, key, ">= 1 or null", value)
+
+
+@dataclass
+class PlateauSchedulerConfig(SchedulerConfig):
+    """`scheduler=plateau`: multiply the lr by `factor` when the val loss has not improved for `patience`
+    epochs (torch's ReduceLROnPlateau, mode min)."""
+
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    factor: float = 0.1
+    patience: int = 2
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 < self.factor < 1, "factor", "in (0, 1)", self.factor)
+        require(self.patience >= 0, "patience", ">= 0", self.patience)
+        require(self.threshold >= 0, "threshold", ">= 0", self.threshold)
+        require(self.cooldown >= 0, "cooldown", ">= 0", self.cooldown)
+        require(self.min_lr >= 0, "min_lr", ">= 0", self.min_lr)
+
+
+SCHEMAS = {
+    "constant": ConstantSchedulerConfig,
+    "step": StepSchedulerConfig,
+    "multistep": MultiStepSchedulerConfig,
+    "cosine": CosineSchedulerConfig,
+    "onecycle": OneCycleSchedulerConfig,
+    "warmup_cosine": WarmupCosineSchedulerConfig,
+    "plateau": PlateauSchedulerConfig,
+}

@@ -1,0 +1,147 @@
+"""Optimizer options: defaults, the no-decay parameter groups, fused kernels, one training step each."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import CONFIGS, compose
+from trainer.errors import ConfigError
+from trainer.optim import create_optimizer, fast_kernel_kwargs, parameter_groups
+from trainer.schema import validate
+
+OPTIMS = sorted(path.stem for path in (CONFIGS / "optim").glob("*.yaml"))
+
+
+def convnet() -> nn.Module:
+    """Every kind of parameter: conv and linear weights, biases, BatchNorm, GroupNorm and a 2-D LayerNorm."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.GroupNorm(2, 4), nn.LayerNorm([8, 8]),
+        nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+
+
+def exempt_params(model: nn.Module) -> set[int]:
+    """Biases and every parameter of a norm layer, by name: what no_decay_norm_bias must leave undecayed."""
+    norms = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+    return {id(p) for module in model.modules() for name, p in module.named_parameters(recurse=False)
+            if name == "bias" or isinstance(module, norms)}
+
+
+def test_the_options_are_the_documented_ones() -> None:
+    assert OPTIMS == ["adam", "adamw", "rmsprop", "sgd"]
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ("sgd", {"momentum": 0.9, "nesterov": False}),
+    ("rmsprop", {"alpha": 0.99}),
+    ("adam", {"betas": (0.9, 0.999), "eps": 1e-8, "lr": 1e-3, "weight_decay": 0.0}),
+    ("adamw", {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}),
+])
+def test_defaults(option: str, expected: dict) -> None:
+    cfg = compose(f"optim={option}")
+    validate(cfg)
+    optimizer = create_optimizer(cfg.optim, convnet())
+    group = optimizer.param_groups[0]
+    for key, value in expected.items():
+        assert group[key] == pytest.approx(value), key
+
+
+def test_sgd_nesterov_option_reaches_torch() -> None:
+    cfg = compose("optim=sgd", "optim.nesterov=true")
+    validate(cfg)
+    assert create_optimizer(cfg.optim, convnet()).param_groups[0]["nesterov"] is True
+
+
+@pytest.mark.parametrize("option", OPTIMS)
+def test_no_decay_norm_bias_puts_biases_and_norms_in_a_zero_decay_group(option: str) -> None:
+    cfg = compose(f"optim={option}", "optim.weight_decay=0.05", "optim.no_decay_norm_bias=true")
+    validate(cfg)
+    model = convnet()
+    optimizer = create_optimizer(cfg.optim, model)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in no_decay["params"]} == exempt_params(model)
+    assert {id(p) for p in decay["params"]} == {id(p) for p in model.parameters()} - exempt_params(model)
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert decay["lr"] == no_decay["lr"] == cfg.optim.lr
+
+
+@pytest.mark.parametrize("option", OPTIMS)
+def test_without_the_flag_every_parameter_decays(option: str) -> None:
+    cfg = compose(f"optim={option}", "optim.weight_decay=0.05")
+    validate(cfg)
+    model = convnet()
+    (group,) = create_optimizer(cfg.optim, model).param_groups
+    assert group["weight_decay"] == 0.05 and len(group["params"]) == len(list(model.parameters()))
+
+
+def test_exempt_parameters_are_not_decayed_by_a_step() -> None:
+    """With zero gradients an AdamW step is pure decoupled decay: only the decay group moves."""
+    cfg = compose("optim=adamw", "optim.weight_decay=0.5", "optim.no_decay_norm_bias=true")
+    model = convnet()
+    optimizer = create_optimizer(cfg.optim, model)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for p in model.parameters():
+        moved = not torch.equal(before[id(p)], p.detach())
+        assert moved == (id(p) not in exempt_params(model))
+
+
+def test_frozen_parameters_are_left_out() -> None:
+    model = convnet()
+    model[0].weight.requires_grad_(False)
+    groups = parameter_groups(model, no_decay_norm_bias=True)
+    assert all(p is not model[0].weight for group in groups for p in group["params"])
+
+
+def test_fused_kernels_only_for_cuda_parameters() -> None:
+    cpu_params = list(convnet().parameters())
+    for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
+        assert fast_kernel_kwargs(cls, cpu_params) == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("option", OPTIMS)
+def test_fused_on_cuda_where_torch_has_it(option: str) -> None:
+    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
+    model = convnet().cuda()
+    optimizer = create_optimizer(cfg.optim, model)
+    assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
+    model(torch.randn(2, 1, 8, 8, device="cuda")).sum().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("option", OPTIMS)
+def test_every_optimizer_trains(option: str) -> None:
+    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
+    validate(cfg)
+    model = convnet()
+    optimizer = create_optimizer(cfg.optim, model)
+    gen = torch.Generator().manual_seed(0)
+    inputs, targets = torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optim=sgd", "optim.momentum=0", "optim.nesterov=true"], "optim.nesterov must be false when momentum is 0"),
+    (["optim=rmsprop", "optim.alpha=1.0"], "optim.alpha must be in [0, 1)"),
+    (["optim=adam", "optim.betas=[0.9,1.0]"], "optim.betas must be two values in [0, 1)"),
+    (["optim=adam", "optim.eps=0"], "optim.eps must be > 0"),
+])
+def test_out_of_range_values_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(compose(*overrides))
