@@ -1,26 +1,87 @@
-"""The models match their reference parameter counts and train end to end on small inputs."""
+"""The model zoo: reference parameter counts, every model trains on small inputs, building blocks."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torchvision
 
 from trainer.build import count_parameters
-from trainer.models.layers import ConvNormAct
+from trainer.models.efficientnet import EfficientNet, compound_coefficients, round_filters
+from trainer.models.googlenet import GoogLeNet
+from trainer.models.layers import ACTIVATIONS, NORMS, ConvNormAct, make_activation
 from trainer.models.mlp import MLP
 from trainer.models.resnet import ResNet
 from trainer.models.simple_cnn import SimpleCNN
+from trainer.models.vgg import VGG
+from trainer.schema import model as model_schema
+
+# The guide's table: 224x224 RGB, 1000 classes.
+GUIDE_COUNTS = [
+    (lambda: VGG(3, 1000, 16), 138_357_544),
+    (lambda: ResNet(3, 1000, 18), 11_689_512),
+    (lambda: ResNet(3, 1000, 34), 21_797_672),
+    (lambda: ResNet(3, 1000, 50), 25_557_032),
+    (lambda: ResNet(3, 1000, 101), 44_549_160),
+    (lambda: ResNet(3, 1000, 152), 60_192_808),
+    (lambda: GoogLeNet(3, 1000, branch5x5_kernel=3), 6_624_904),
+    (lambda: EfficientNet(3, 1000, "b0"), 5_288_548),
+]
 
 
-@pytest.mark.parametrize(("depth", "expected"), [(18, 11_689_512), (50, 25_557_032)])
-def test_resnet_parameter_counts_match_torchvision(depth: int, expected: int) -> None:
-    # torchvision.models.resnet18/50(num_classes=1000) at 3 input channels.
-    assert count_parameters(ResNet(in_channels=3, num_classes=1000, depth=depth)) == expected
+@pytest.mark.parametrize(("build", "expected"), GUIDE_COUNTS)
+def test_parameter_counts_match_the_guide(build, expected: int) -> None:
+    assert abs(count_parameters(build()) - expected) <= 0.005 * expected
+
+
+@pytest.mark.parametrize("variant", [f"b{i}" for i in range(8)])
+def test_efficientnet_variants_match_torchvision(variant: str) -> None:
+    reference = getattr(torchvision.models, f"efficientnet_{variant}")()
+    assert count_parameters(EfficientNet(3, 1000, variant)) == count_parameters(reference)
+
+
+@pytest.mark.parametrize(("depth", "batch_norm"), [(11, False), (13, True), (19, False)])
+def test_vgg_variants_match_torchvision(depth: int, batch_norm: bool) -> None:
+    reference = getattr(torchvision.models, f"vgg{depth}{'_bn' if batch_norm else ''}")()
+    assert count_parameters(VGG(3, 1000, depth, batch_norm)) == count_parameters(reference)
+
+
+def test_googlenet_paper_5x5_and_aux_heads() -> None:
+    # The paper's 5x5 kernels add (25 - 9) weights per 5x5-branch filter pair over torchvision's 3x3 layout.
+    branch_pairs = 16 * 32 + 32 * 96 + 16 * 48 + 24 * 64 + 24 * 64 + 32 * 64 + 32 * 128 + 32 * 128 + 48 * 128
+    assert count_parameters(GoogLeNet(3, 1000)) == 6_624_904 + 16 * branch_pairs
+    reference = torchvision.models.googlenet(aux_logits=True, init_weights=True)
+    assert count_parameters(GoogLeNet(3, 1000, aux_logits=True, branch5x5_kernel=3)) == count_parameters(reference)
+
+
+def test_googlenet_aux_heads_only_in_training() -> None:
+    model = GoogLeNet(1, 5, aux_logits=True)
+    outputs = model.train()(torch.randn(2, 1, 64, 64))
+    assert isinstance(outputs, tuple) and [o.shape for o in outputs] == [(2, 5)] * 3
+    assert model.eval()(torch.randn(2, 1, 64, 64)).shape == (2, 5)
+
+
+def test_efficientnet_compound_rule_scales_b0() -> None:
+    width, depth, resolution = compound_coefficients(1)
+    assert (width, depth, resolution) == (pytest.approx(1.1), pytest.approx(1.2), 258)
+    scaled = EfficientNet(3, 10, phi=1)
+    blocks = [m for m in scaled.modules() if type(m).__name__ == "MBConv"]
+    assert len(blocks) == sum(math.ceil(n * 1.2) for n in (1, 2, 2, 3, 3, 4, 1))
+    assert scaled.features[0][0].out_channels == round_filters(32 * 1.1) == 32
+    assert scaled.head[-1].in_features == 4 * round_filters(320 * 1.1) == 1408
+    assert all(round_filters(c) % 8 == 0 for c in (3.3, 17.6, 35.2, 352))
+
+
+def test_efficientnet_stochastic_depth_grows_with_depth() -> None:
+    probs = [m.drop_path.p for m in EfficientNet(3, 10).modules() if type(m).__name__ == "MBConv"]
+    assert probs[0] == 0 and probs == sorted(probs) and max(probs) < 0.2
 
 
 @pytest.mark.parametrize("model", [
     MLP(in_channels=1, num_classes=7, image_size=12, hidden_sizes=[16], act="tanh", dropout=0.1),
-    SimpleCNN(in_channels=1, num_classes=7, widths=[4, 8, 8, 8]),
+    SimpleCNN(in_channels=1, num_classes=7, widths=[4, 8, 8, 8], spatial_dropout=0.1),
     ResNet(in_channels=1, num_classes=7, depth=18, stem="cifar", width=8),
     ResNet(in_channels=1, num_classes=7, depth=50, stem="imagenet", width=8, zero_init_residual=True),
 ])
@@ -37,10 +98,11 @@ def test_simple_cnn_survives_8x8_inputs() -> None:
     assert SimpleCNN(1, 10)(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
-@pytest.mark.parametrize("norm", ["batch", "group", "layer", "none"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_conv_block_has_bias_only_without_norm(norm: str) -> None:
-    block = ConvNormAct(3, 16, norm=norm)
+    block = ConvNormAct(3, 16, norm=norm, spatial_dropout=0.2)
     assert (block[0].bias is not None) == (norm == "none")
+    assert isinstance(block[-1], torch.nn.Dropout2d)
     assert block(torch.randn(2, 3, 5, 5)).shape == (2, 16, 5, 5)
 
 
@@ -48,3 +110,34 @@ def test_zero_init_residual_makes_blocks_start_as_identity_branches() -> None:
     model = ResNet(3, 10, depth=18, zero_init_residual=True)
     last_norms = [block.last_norm().weight for stage in model.stages for block in stage]
     assert all(torch.count_nonzero(w) == 0 for w in last_norms)
+
+
+FORMULAS = {
+    "relu": (lambda x: torch.clamp(x, min=0), lambda x: (x > 0).double()),
+    "leaky_relu": (lambda x: torch.where(x > 0, x, 0.01 * x), lambda x: torch.where(x > 0, 1.0, 0.01)),
+    "elu": (lambda x: torch.where(x > 0, x, torch.exp(x) - 1), lambda x: torch.where(x > 0, 1.0, torch.exp(x))),
+    "gelu": (lambda x: x * 0.5 * (1 + torch.erf(x / math.sqrt(2))),
+             lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
+    "silu": (lambda x: x / (1 + torch.exp(-x)),
+             lambda x: torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x)))),
+    "sigmoid": (lambda x: 1 / (1 + torch.exp(-x)), lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))),
+    "tanh": (lambda x: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
+             lambda x: 1 - torch.tanh(x) ** 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_activations_match_their_formulas_and_derivatives(name: str) -> None:
+    value, derivative = FORMULAS[name]
+    grid = torch.linspace(-4, 4, 161, dtype=torch.float64).reshape(-1)
+    grid = grid[grid.abs() > 1e-9].requires_grad_(True)  # skip the kink at 0
+    out = make_activation(name)(grid)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), value(grid.detach()))
+    torch.testing.assert_close(grid.grad, derivative(grid.detach()).double())
+
+
+def test_schema_choices_match_the_model_building_blocks() -> None:
+    # The schema keeps its own copy (so validation never imports torch); the two must agree.
+    assert set(model_schema.ACTIVATION_NAMES) == set(ACTIVATIONS)
+    assert set(model_schema.NORMS) == set(NORMS)

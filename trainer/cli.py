@@ -23,13 +23,18 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
+def run(cfg: DictConfig, run_dir: Path) -> float | None:
     """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (val accuracy) for sweepers."""
     validate(cfg)
     if cfg.mode == "eval":
         from trainer.evaluate import evaluate
 
         return evaluate(cfg, run_dir)
+    if cfg.mode == "summary":
+        from trainer.summary import summarize
+
+        summarize(cfg, run_dir)
+        return None
     from trainer.train import train
 
     return train(cfg, run_dir)

@@ -42,15 +42,23 @@ def make_norm2d(name: str, channels: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv2d -> norm -> activation; the conv has a bias only when there is no norm to absorb it."""
+    """Conv2d -> norm -> activation [-> spatial dropout] (the guide's ConvLayer).
+
+    The conv has a bias only when there is no norm to absorb it. `spatial_dropout` > 0 appends
+    Dropout2d, which drops whole feature maps rather than single activations.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | None = None, groups: int = 1, norm: str = "batch", act: str = "relu") -> None:
+                 padding: int | None = None, groups: int = 1, norm: str = "batch", act: str = "relu",
+                 spatial_dropout: float = 0.0) -> None:
         if padding is None:
             padding = kernel_size // 2
-        super().__init__(
+        layers = [
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
                       bias=norm == "none"),
             make_norm2d(norm, out_channels),
             make_activation(act),
-        )
+        ]
+        if spatial_dropout > 0:
+            layers.append(nn.Dropout2d(spatial_dropout))
+        super().__init__(*layers)

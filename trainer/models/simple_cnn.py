@@ -10,13 +10,15 @@ from trainer.models.layers import ConvNormAct
 
 class SimpleCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, widths: list[int] = (32, 64, 128, 256),
-                 act: str = "relu", norm: str = "batch", dropout: float = 0.0) -> None:
+                 act: str = "relu", norm: str = "batch", dropout: float = 0.0,
+                 spatial_dropout: float = 0.0) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         channels = in_channels
         for width in widths:
             # ceil_mode keeps a 1-pixel map at 1 pixel, so small inputs (8x8 digits) survive four pools.
-            blocks += [ConvNormAct(channels, width, 3, norm=norm, act=act), nn.MaxPool2d(2, ceil_mode=True)]
+            blocks += [ConvNormAct(channels, width, 3, norm=norm, act=act, spatial_dropout=spatial_dropout),
+                       nn.MaxPool2d(2, ceil_mode=True)]
             channels = width
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -8,6 +8,10 @@ from omegaconf import MISSING, SI
 
 from trainer.schema.checks import require
 
+# Kept here rather than imported from trainer.models.layers so validation never imports torch.
+ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "silu", "swish", "sigmoid", "tanh", "none")
+NORMS = ("batch", "group", "layer", "none")
+
 
 @dataclass
 class ModelConfig:
@@ -27,6 +31,7 @@ class MLPConfig(ModelConfig):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        require(self.act in ACTIVATION_NAMES, "act", "one of " + ", ".join(ACTIVATION_NAMES), self.act)
         require(all(h > 0 for h in self.hidden_sizes), "hidden_sizes", "all > 0", self.hidden_sizes)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
@@ -38,8 +43,12 @@ class SimpleCNNConfig(ModelConfig):
     act: str = "relu"
     norm: str = "batch"
     dropout: float = 0.0
+    spatial_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        require(self.act in ACTIVATION_NAMES, "act", "one of " + ", ".join(ACTIVATION_NAMES), self.act)
+        require(self.norm in NORMS, "norm", "one of " + ", ".join(NORMS), self.norm)
+        require(0.0 <= self.spatial_dropout < 1.0, "spatial_dropout", "in [0, 1)", self.spatial_dropout)
         require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths", "non-empty, all > 0",
                  self.widths)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
@@ -59,4 +68,57 @@ class ResNetConfig(ModelConfig):
         require(self.width > 0, "width", "> 0", self.width)
 
 
-SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig}
+@dataclass
+class VGGConfig(ModelConfig):
+    _target_: str = "trainer.models.vgg.VGG"
+    depth: int = 16
+    batch_norm: bool = False
+    dropout: float = 0.5
+    classifier_width: int = 4096
+    pool_size: int = 7
+
+    def __post_init__(self) -> None:
+        require(self.depth in (11, 13, 16, 19), "depth", "one of 11, 13, 16, 19", self.depth)
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(self.classifier_width > 0, "classifier_width", "> 0", self.classifier_width)
+        require(self.pool_size > 0, "pool_size", "> 0", self.pool_size)
+
+
+@dataclass
+class GoogLeNetConfig(ModelConfig):
+    _target_: str = "trainer.models.googlenet.GoogLeNet"
+    aux_logits: bool = False
+    dropout: float = 0.2
+    branch5x5_kernel: int = 5
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        require(self.branch5x5_kernel in (3, 5), "branch5x5_kernel", "3 or 5", self.branch5x5_kernel)
+
+
+@dataclass
+class EfficientNetConfig(ModelConfig):
+    _target_: str = "trainer.models.efficientnet.EfficientNet"
+    variant: str = "b0"
+    phi: float | None = None
+    stochastic_depth: float = 0.2
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        variants = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
+        require(self.variant in variants, "variant", "one of " + ", ".join(variants), self.variant)
+        require(self.phi is None or self.phi >= 0, "phi", ">= 0 or null", self.phi)
+        require(0.0 <= self.stochastic_depth < 1.0, "stochastic_depth", "in [0, 1)", self.stochastic_depth)
+        require(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "in [0, 1) or null", self.dropout)
+
+
+@dataclass
+class TorchvisionConfig(ModelConfig):
+    _target_: str = "trainer.models.torchvision_model.build"
+    image_size: int = SI("${data.image_size}")
+    name: str = "resnet18"
+    weights: str | None = None
+
+
+SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
+           "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig}

@@ -1,0 +1,77 @@
+"""Any `torchvision.models` builder by name, adapted to the data's input channels and class count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.errors import ConfigError
+
+
+def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
+          weights: str | None = None) -> nn.Module:
+    """`torchvision.models.get_model(name)`; pretrained `weights` must already be in torch's hub cache.
+
+    Vision transformers are built for the data's `image_size` (their position embeddings depend on it).
+    """
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models():
+        raise ConfigError(f"model.name={name!r} is not a torchvision model; e.g. "
+                          + ", ".join(sorted(tvm.list_models(module=tvm))[:8]) + ", ...")
+    size_kwargs = {"image_size": image_size} if name.startswith("vit_") else {}
+    if weights is None:
+        model = tvm.get_model(name, weights=None, num_classes=num_classes, **size_kwargs)
+    else:
+        model = tvm.get_model(name, weights=_cached_weights(name, weights), **size_kwargs)
+        if num_classes != _last_linear(model).out_features:
+            _replace_last_linear(model, num_classes)
+    if in_channels != 3:
+        _adapt_first_conv(model, in_channels)
+    return model
+
+
+def _cached_weights(name: str, weights: str):
+    """Resolve the weights enum and insist that its file is in the local cache: no download, no hang."""
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(name)
+        resolved = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except (KeyError, ValueError):
+        raise ConfigError(f"model.weights={weights!r} is not a weights option of {name}") from None
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    filename = Path(resolved.url).name
+    if not (cache / filename).is_file():
+        raise ConfigError(f"pretrained weights {name}/{weights} are not cached and this run may not download: "
+                          f"put {filename} in {cache} (or set model.weights=null)")
+    return resolved
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def _replace_last_linear(model: nn.Module, num_classes: int) -> None:
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    old = model.get_submodule(name)
+    _set_submodule(model, name, nn.Linear(old.in_features, num_classes))
+
+
+def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Swap the first conv for one with `in_channels` inputs (pretrained kernels are averaged over RGB)."""
+    name, old = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
+                    old.groups if old.groups == 1 else in_channels, bias=old.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(old.weight.mean(dim=1, keepdim=True).expand_as(new.weight))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    _set_submodule(model, name, new)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
