@@ -26,8 +26,10 @@ def test_every_group_has_options() -> None:
 
 
 @pytest.mark.parametrize("option", options("data"))
-def test_data_options_build_datasets(option: str) -> None:
-    cfg = compose(f"data={option}")
+def test_data_options_build_datasets(option: str, tmp_path) -> None:
+    from tests.test_data import data_overrides  # writes a tiny real-format set for file-based options
+
+    cfg = compose(f"data={option}", *data_overrides(option, tmp_path))
     validate(cfg)
     datamodule = build_data(cfg)
     x, y = datamodule.train_set[0]
@@ -40,48 +42,64 @@ def test_data_options_build_datasets(option: str) -> None:
 
 @pytest.mark.parametrize("option", options("model"))
 @pytest.mark.parametrize("data", ["digits", "fake"])
-def test_model_options_follow_the_data_config(option: str, data: str) -> None:
-    cfg = compose(f"model={option}", f"data={data}", "data.image_size=32")
+def test_model_options_follow_the_data_config_and_train(option: str, data: str) -> None:
+    small = ["model.classifier_width=64"] if option.startswith("vgg") else []  # keep VGG's FC layers cheap
+    cfg = compose(f"model={option}", f"data={data}", "data.image_size=32", *small)
     validate(cfg)
     assert cfg.model.num_classes == cfg.data.num_classes
     assert cfg.model.in_channels == cfg.data.in_channels
-    model = build_model(cfg.model)
-    logits = model(torch.randn(2, cfg.data.in_channels, 32, 32))
+    model = build_model(cfg.model).train()
+    outputs = model(torch.randn(2, cfg.data.in_channels, 32, 32))
+    logits = outputs[0] if isinstance(outputs, tuple) else outputs
     assert logits.shape == (2, cfg.data.num_classes)
+    logits.logsumexp(dim=1).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
 @pytest.mark.parametrize("optim", options("optim"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optim_and_scheduler_options_step(optim: str, scheduler: str) -> None:
-    cfg = compose(f"optim={optim}", f"scheduler={scheduler}")
+    cfg = compose(f"optim={optim}", f"scheduler={scheduler}", "optim.no_decay_norm_bias=true")
     validate(cfg)
-    model = torch.nn.Linear(4, 3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
     optimizer = create_optimizer(cfg.optim, model)
     assert type(optimizer).__name__.lower() == optim.lower()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
-    schedule = create_scheduler(cfg.scheduler, optimizer)
+    assert [group["lr"] for group in optimizer.param_groups] == [pytest.approx(cfg.optim.lr)] * 2
+    schedule = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=4, max_epochs=cfg.trainer.max_epochs)
     assert schedule.interval in ("epoch", "step")
-    before = model.weight.detach().clone()
-    model(torch.randn(8, 4)).sum().backward()
+    before = model[0].weight.detach().clone()
+    model(torch.randn(8, 4)).pow(2).sum().backward()
     optimizer.step()
-    schedule.scheduler.step()
-    assert not torch.equal(before, model.weight)
+    schedule.step_batch()
+    schedule.step_epoch(val_loss=1.0)
+    assert not torch.equal(before, model[0].weight)
+    assert all(group["lr"] > 0 for group in optimizer.param_groups)
 
 
 @pytest.mark.parametrize("option", options("augment"))
 def test_augment_options_instantiate(option: str) -> None:
-    cfg = compose(f"augment={option}")
+    from trainer.augment import Augment
+    from trainer.data.transforms import train_transform
+
+    cfg = compose(f"augment={option}", "data=fake")
     validate(cfg)
-    transform = instantiate(cfg.augment)
-    assert transform is None or callable(transform)
+    augment = instantiate(cfg.augment)
+    assert (augment is None) == (option == "none")
+    assert augment is None or (isinstance(augment, Augment) and augment.name == option)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    out = train_transform(augment, [0.5] * 3, [0.5] * 3)(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("option", options("regularization"))
-def test_regularization_options_give_a_criterion(option: str) -> None:
+def test_regularization_options_mix_and_give_a_loss(option: str) -> None:
     cfg = compose(f"regularization={option}")
     validate(cfg)
-    criterion = instantiate(cfg.regularization)
-    loss = criterion(torch.randn(4, 10), torch.tensor([0, 1, 2, 3]))
+    regularization = instantiate(cfg.regularization)
+    inputs, targets = regularization.mix(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert inputs.shape == (4, 3, 8, 8)
+    loss = regularization.loss(torch.randn(4, 10), targets)
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from trainer.ema import create_ema
 from trainer.loop import train_epoch, validate
 from trainer.metrics import RunningStats, topk_correct
 from trainer.optim import Scheduler
+from trainer.regularization import Regularization
 from trainer.runtime import Precision
 
 CPU = torch.device("cpu")
@@ -41,7 +43,7 @@ def test_training_reduces_loss_in_every_precision(precision: str) -> None:
     criterion = nn.CrossEntropyLoss()
     before = validate(model, data, criterion, prec)
     for _ in range(5):
-        stats = train_epoch(model, data, criterion, optimizer, scheduler, scaler, prec)
+        stats = train_epoch(model, data, Regularization(), optimizer, scheduler, scaler, prec)
         assert torch.isfinite(torch.tensor(stats.loss))
     after = validate(model, data, criterion, prec)
     assert after.loss < before.loss * 0.5
@@ -66,7 +68,7 @@ def test_gradient_clipping_bounds_the_update() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: update = -grad
     scheduler = Scheduler(torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch")
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    train_epoch(model, toy_batches(batches=1), nn.CrossEntropyLoss(), optimizer, scheduler, scaler, prec,
+    train_epoch(model, toy_batches(batches=1), Regularization(), optimizer, scheduler, scaler, prec,
                 grad_clip_norm=0.01)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)
@@ -75,14 +77,14 @@ def test_gradient_clipping_bounds_the_update() -> None:
 @pytest.mark.parametrize(("interval", "expected_lr"), [("step", 0.05 * 0.5**8), ("epoch", 0.05)])
 def test_loop_steps_per_step_schedulers_after_every_batch(interval: str, expected_lr: float) -> None:
     model, optimizer, scheduler, scaler, prec = setup(interval=interval)
-    train_epoch(model, toy_batches(batches=8), nn.CrossEntropyLoss(), optimizer, scheduler, scaler, prec)
+    train_epoch(model, toy_batches(batches=8), Regularization(), optimizer, scheduler, scaler, prec)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected_lr)
 
 
 def test_progress_callback_gets_the_loss_only_at_log_intervals() -> None:
     model, optimizer, scheduler, scaler, prec = setup()
     calls: list[tuple[int, float | None]] = []
-    train_epoch(model, toy_batches(batches=6), nn.CrossEntropyLoss(), optimizer, scheduler, scaler, prec,
+    train_epoch(model, toy_batches(batches=6), Regularization(), optimizer, scheduler, scaler, prec,
                 log_every=3, on_step=lambda done, loss: calls.append((done, loss)))
     assert [done for done, _ in calls] == [1, 2, 3, 4, 5, 6]
     assert [done for done, loss in calls if loss is not None] == [3, 6]
@@ -97,3 +99,58 @@ def test_topk_and_running_stats_count_hits() -> None:
     stats.update(torch.tensor(2.0), logits, target)
     snap = stats.snapshot(seconds=0.5)
     assert (snap.loss, snap.acc, snap.top5, snap.samples, snap.samples_per_s) == (2.0, 0.5, 1.0, 2, 4.0)
+
+
+def test_auxiliary_logits_add_weighted_losses() -> None:
+    from trainer.loop import AUX_LOSS_WEIGHT, forward_with_aux
+
+    class TwoHeads(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, 2 * x
+
+    logits = torch.randn(4, 3)
+    targets = torch.tensor([0, 1, 2, 0])
+    criterion = nn.CrossEntropyLoss()
+    out, loss = forward_with_aux(TwoHeads(), logits, targets, criterion)
+    assert torch.equal(out, logits)
+    expected = criterion(logits, targets) + AUX_LOSS_WEIGHT * criterion(2 * logits, targets)
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_gradient_accumulation_equals_one_big_batch() -> None:
+    (x1, y1), (x2, y2) = toy_batches(batches=2)
+    results = []
+    for batches, accumulate in (([(x1, y1), (x2, y2)], 2), ([(torch.cat([x1, x2]), torch.cat([y1, y2]))], 1)):
+        model, optimizer, scheduler, scaler, prec = setup(interval="step")
+        stats = train_epoch(model, batches, Regularization(), optimizer, scheduler, scaler, prec,
+                            accumulate=accumulate)
+        assert stats.steps == 1
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # the scheduler stepped once
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_a_partial_accumulation_at_the_end_of_an_epoch_still_steps() -> None:
+    model, optimizer, scheduler, scaler, prec = setup()
+    stats = train_epoch(model, toy_batches(batches=5), Regularization(), optimizer, scheduler, scaler, prec,
+                        accumulate=2)
+    assert stats.steps == 3 and stats.samples == 5 * 16
+
+
+def test_ema_follows_every_optimizer_step() -> None:
+    model, optimizer, scheduler, scaler, prec = setup()
+    ema = create_ema(model, decay=0.5)
+    train_epoch(model, toy_batches(batches=4), Regularization(), optimizer, scheduler, scaler, prec, ema=ema)
+    assert int(ema.n_averaged) == 4
+    assert not torch.equal(ema.module[0].weight, model[0].weight)
+
+
+@pytest.mark.parametrize("regularization", [Regularization(mixup_alpha=0.4), Regularization(cutmix_alpha=1.0),
+                                            Regularization(label_smoothing=0.1)])
+def test_mixing_regularizers_still_learn(regularization: Regularization) -> None:
+    model, optimizer, scheduler, scaler, prec = setup()
+    data = [(x.reshape(16, 1, 2, 3), y) for x, y in toy_batches()]
+    flat = nn.Sequential(nn.Flatten(), model)
+    for _ in range(5):
+        train_epoch(flat, data, regularization, optimizer, scheduler, scaler, prec)
+    assert validate(flat, data, nn.CrossEntropyLoss(), prec).acc > 0.8

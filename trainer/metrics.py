@@ -53,6 +53,7 @@ class EpochStats:
     top5: float | None
     samples: int
     seconds: float
+    steps: int = 0  # optimizer steps taken (training only)
 
     @property
     def samples_per_s(self) -> float:

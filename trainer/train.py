@@ -6,6 +6,7 @@ Read it top to bottom: set-up, optional resume, the epoch loop, the summary.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -14,12 +15,14 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from trainer import __version__
 from trainer.build import build_data, build_model, count_parameters
 from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
 from trainer.console import RunConsole
-from trainer.errors import ConfigError
+from trainer.ema import create_ema
+from trainer.errors import CheckpointError, ConfigError
 from trainer.loop import train_epoch, validate
 from trainer.optim import create_optimizer, create_scheduler
 from trainer.records import write_json, write_metrics_csv
@@ -69,6 +72,18 @@ def refuse_to_overwrite(run_dir: Path, resume_path: Path | None) -> None:
                           "continue it with trainer.resume=auto or choose another hydra.run.dir")
 
 
+def apply_regularization_to_model(cfg: DictConfig) -> None:
+    """`regularization.dropout` / `.stochastic_depth` replace the model's own rates in the run's config."""
+    for key in ("dropout", "stochastic_depth"):
+        value = cfg.regularization[key]
+        if value is None:
+            continue
+        if key not in cfg.model:
+            raise ConfigError(f"regularization.{key}={value} but model={_choice('model', cfg.model._target_)} "
+                              f"has no {key} setting")
+        cfg.model[key] = value
+
+
 def train(cfg: DictConfig, run_dir: Path) -> float:
     wall_start = time.perf_counter()
     tcfg = cfg.trainer
@@ -76,6 +91,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     resume_path = resolve_resume(tcfg.resume, run_dir)
     refuse_to_overwrite(run_dir, resume_path)
     checkpoint = load_checkpoint(resume_path) if resume_path else None
+    apply_regularization_to_model(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if checkpoint is not None:
         check_model_config(checkpoint["config"]["model"], model_cfg, resume_path)
@@ -88,15 +104,18 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     datamodule = build_data(cfg)
     model = build_model(cfg.model).to(device)
     optimizer = create_optimizer(cfg.optim, model)
-    scheduler = create_scheduler(cfg.scheduler, optimizer)
-    criterion = instantiate(cfg.regularization)
+    regularization = instantiate(cfg.regularization)
+    val_criterion = nn.CrossEntropyLoss()
+    ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
     scaler = precision.grad_scaler()
     state = TrainState()
 
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        if ema is not None:
+            if checkpoint.get("ema") is None:
+                raise CheckpointError(f"checkpoint {resume_path} has no EMA weights to resume with ema_decay set")
+            ema.load_state_dict(checkpoint["ema"])
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
         restore_rng_state(checkpoint["rng"])
@@ -108,6 +127,12 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     val_loader = datamodule.val_loader(pin_memory)
     train_steps = min(len(train_loader), tcfg.limit_train_batches or len(train_loader))
     val_steps = min(len(val_loader), tcfg.limit_val_batches or len(val_loader))
+    optimizer_steps = math.ceil(train_steps / tcfg.accumulate_grad_batches)
+    scheduler = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=optimizer_steps,
+                                 max_epochs=tcfg.max_epochs)
+    if checkpoint is not None:  # after create_scheduler, which resets the optimizer's lr to the schedule's start
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
     logger = instantiate(cfg.logger, run_dir=str(run_dir))
     params = count_parameters(model)
     console.table("trainer", {
@@ -128,15 +153,16 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         shuffle_generator.manual_seed(cfg.seed + epoch)
         with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
             train_stats = train_epoch(
-                model, islice(train_loader, train_steps), criterion, optimizer, scheduler, scaler, precision,
-                grad_clip_norm=tcfg.grad_clip_norm, log_every=tcfg.log_every_n_steps, on_step=update)
-        val_stats = validate(model, islice(val_loader, val_steps), criterion, precision)
+                model, islice(train_loader, train_steps), regularization, optimizer, scheduler, scaler, precision,
+                grad_clip_norm=tcfg.grad_clip_norm, accumulate=tcfg.accumulate_grad_batches, ema=ema,
+                log_every=tcfg.log_every_n_steps, on_step=update)
+        val_stats = validate(model, islice(val_loader, val_steps), val_criterion, precision)
+        ema_stats = validate(ema.module, islice(val_loader, val_steps), val_criterion, precision) if ema else None
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler.interval == "epoch":
-            scheduler.scheduler.step()
+        scheduler.step_epoch(val_stats.loss)
 
         state.epoch = epoch + 1
-        state.global_step += train_steps
+        state.global_step += train_stats.steps
         train_samples += train_stats.samples
         train_seconds += train_stats.seconds
         is_best = val_stats.acc > state.best_val_acc
@@ -146,15 +172,20 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
                "train_loss": train_stats.loss, "train_acc": train_stats.acc,
                "val_loss": val_stats.loss, "val_acc": val_stats.acc, "val_top5": val_stats.top5,
                "train_samples_per_s": train_stats.samples_per_s}
+        if ema_stats is not None:
+            row |= {"val_ema_loss": ema_stats.loss, "val_ema_acc": ema_stats.acc}
         state.history.append(row)
         write_metrics_csv(run_dir / "metrics.csv", state.history)
         logger.log_scalars({"train/loss": train_stats.loss, "train/acc": train_stats.acc,
                             "val/loss": val_stats.loss, "val/acc": val_stats.acc, "lr": lr,
-                            "throughput": train_stats.samples_per_s}, state.epoch)
+                            "throughput": train_stats.samples_per_s}
+                           | ({"val_ema/loss": ema_stats.loss, "val_ema/acc": ema_stats.acc} if ema_stats else {}),
+                           state.epoch)
         console.info(
             f"epoch {state.epoch:>3}/{tcfg.max_epochs}  train loss {train_stats.loss:.4f} acc "
             f"{train_stats.acc:.4f}  val loss {val_stats.loss:.4f} acc {val_stats.acc:.4f}"
             + (f" top5 {val_stats.top5:.4f}" if val_stats.top5 is not None else "")
+            + (f"  ema acc {ema_stats.acc:.4f}" if ema_stats is not None else "")
             + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
 
         if tcfg.save_checkpoints:
@@ -163,6 +194,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
+                "ema": ema.state_dict() if ema is not None else None,
             }
             save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
             if is_best:

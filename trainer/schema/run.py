@@ -11,7 +11,7 @@ from trainer.schema.checks import require
 
 PRECISIONS = ("32", "bf16", "16")
 PROGRESS = ("auto", "rich", "plain", "none")
-MODES = ("train", "eval")
+MODES = ("train", "eval", "summary")
 
 
 @dataclass
@@ -20,6 +20,7 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "32"
     grad_clip_norm: float | None = None
+    accumulate_grad_batches: int = 1
     deterministic: bool = False
     resume: str | None = None
     log_every_n_steps: int = 20
@@ -36,6 +37,7 @@ class TrainerConfig:
         require(self.precision in PRECISIONS, "precision", "one of 32, bf16, 16", self.precision)
         require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "> 0 or null",
                  self.grad_clip_norm)
+        require(self.accumulate_grad_batches >= 1, "accumulate_grad_batches", ">= 1", self.accumulate_grad_batches)
         require(self.log_every_n_steps >= 1, "log_every_n_steps", ">= 1", self.log_every_n_steps)
         for key in ("limit_train_batches", "limit_val_batches"):
             value = getattr(self, key)
@@ -57,6 +59,16 @@ class PathsConfig:
 
 
 @dataclass
+class SummaryConfig:
+    """`mode=summary`: how deep into the module tree the layer table goes."""
+
+    depth: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.depth >= 1, "depth", ">= 1", self.depth)
+
+
+@dataclass
 class TrainConfig:
     """The root of the composed config (`configs/train.yaml`)."""
 
@@ -72,6 +84,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "mode", "one of " + ", ".join(MODES), self.mode)
