@@ -194,7 +194,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
-                "ema": ema.state_dict() if ema is not None else None,
+                "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
             }
             save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
             if is_best:
