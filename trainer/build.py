@@ -32,14 +32,23 @@ def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig
     Only targets that a model schema declares are accepted, so a crafted checkpoint cannot make
     instantiation call arbitrary code.
     """
-    by_target = {schema._target_: schema for schema in GROUP_SCHEMAS["model"].values()}
+    return _config_from_checkpoint("model", saved, path)
+
+
+def data_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig:
+    """A checkpoint's data config (image size, channels, normalisation), checked like the model's."""
+    return _config_from_checkpoint("data", saved, path)
+
+
+def _config_from_checkpoint(group: str, saved: dict[str, Any], path: str) -> DictConfig:
+    by_target = {schema._target_: schema for schema in GROUP_SCHEMAS[group].values()}
     schema = by_target.get(saved.get("_target_"))
     if schema is None:
-        raise CheckpointError(f"checkpoint {path} names an unknown model {saved.get('_target_')!r}")
+        raise CheckpointError(f"checkpoint {path} names an unknown {group} {saved.get('_target_')!r}")
     try:
         return OmegaConf.merge(OmegaConf.structured(schema), saved)
     except Exception as err:  # an unknown key or wrong type in the stored config
-        raise CheckpointError(f"checkpoint {path} has an invalid model config: "
+        raise CheckpointError(f"checkpoint {path} has an invalid {group} config: "
                               f"{str(err).splitlines()[0]}") from None
 
 

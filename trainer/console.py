@@ -5,13 +5,19 @@ Everything shown is also written to the run's `train.log` through the standard `
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.tree import Tree
 
 log = logging.getLogger("trainer")
 
@@ -39,6 +45,11 @@ class RunConsole:
             table.add_row(key, str(value))
         self.console.print(table)
 
+    def tree(self, tree: Tree) -> None:
+        """Print a rich Tree (e.g. `config_tree(cfg)`) unless quiet; train.log gets config_tree.txt instead."""
+        if not self.quiet:
+            self.console.print(tree)
+
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int, float | None], None]]:
         """Yield `update(steps_done, loss_or_None)`; it redraws a bar only on a terminal."""
@@ -59,3 +70,39 @@ class RunConsole:
                 bar.update(task, completed=done, **fields)
 
             yield update
+
+
+def config_tree(cfg: DictConfig, title: str = "config") -> Tree:
+    """The composed config as a rich Tree: run-level values first, then one branch per config group."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that resolves only inside a Hydra run
+        data = OmegaConf.to_container(cfg, resolve=False)
+    root = Tree(f"[bold]{title}[/bold]")
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if scalars:
+        _add_branch(root, "run", scalars)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _add_branch(root, key, value)
+    return root
+
+
+def write_config_tree(cfg: DictConfig, path: Path) -> Tree:
+    """Write `config_tree(cfg)` as plain text to `path` (config_tree.txt in the run dir) and return the tree."""
+    tree = config_tree(cfg)
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, color_system=None, force_terminal=False, highlight=False).print(tree)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(buffer.getvalue())
+    return tree
+
+
+def _add_branch(parent: Tree, name: str, node: dict[str, Any]) -> None:
+    branch = parent.add(f"[bold cyan]{name}[/bold cyan]")
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _add_branch(branch, key, value)
+        else:
+            text = f"{key}: {value!r}" if isinstance(value, str) else f"{key}: {value}"
+            branch.add(escape(text), highlight=False)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+    from torch import nn
 
 
 class TensorBoardLogger:
-    """Scalars to TensorBoard event files under `<run dir>/<log_dir>`."""
+    """Scalars, figures, image grids and hparams to TensorBoard event files under `<run dir>/<log_dir>`."""
 
     def __init__(self, run_dir: str, log_dir: str = "tb") -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -16,6 +22,32 @@ class TensorBoardLogger:
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
+        """A matplotlib figure as an image (the figure is left open; the caller closes it)."""
+        self.writer.add_figure(tag, figure, step, close=False)
+        self.writer.flush()
+
+    def log_images(self, tag: str, images: torch.Tensor, step: int = 0) -> None:
+        """N x C x H x W floats in [0, 1] (or one C x H x W grid) as an image."""
+        if images.dim() == 4:
+            from torchvision.utils import make_grid
+
+            images = make_grid(images, nrow=min(8, len(images)))
+        self.writer.add_image(tag, images, step)
+        self.writer.flush()
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Hyperparameters (scalars, strings, bools) beside the final metrics, in TensorBoard's HParams tab.
+
+        Written into this run's own event files (run_name="."), not a timestamped sub-folder.
+        """
+        self.writer.add_hparams(hparams, metrics, run_name=".")
+        self.writer.flush()
+
+    def log_graph(self, model: nn.Module, sample: torch.Tensor) -> None:
+        self.writer.add_graph(model, sample)
         self.writer.flush()
 
     def close(self) -> None:
@@ -29,6 +61,18 @@ class NullLogger:
         pass
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        pass
+
+    def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
+        pass
+
+    def log_images(self, tag: str, images: torch.Tensor, step: int = 0) -> None:
+        pass
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        pass
+
+    def log_graph(self, model: nn.Module, sample: torch.Tensor) -> None:
         pass
 
     def close(self) -> None:

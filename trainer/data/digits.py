@@ -50,7 +50,8 @@ class DigitsDataModule(DataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
 
-    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+    def split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images in [0, 1] at image_size and in_channels, labels, and the seeded train / val indices."""
         pixels, targets = load_digits_arrays()
         images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0  # N x 1 x 8 x 8
         labels = torch.tensor(targets, dtype=torch.long)
@@ -62,7 +63,15 @@ class DigitsDataModule(DataModule):
 
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         num_val = int(round(len(labels) * self.val_fraction))
-        val_idx, train_idx = order[:num_val], order[num_val:]
+        return images, labels, order[num_val:], order[:num_val]
+
+    def train_stats(self) -> tuple[float, float]:
+        """The train split's pixel mean and std that every image is normalised with (one value per image)."""
+        images, _, train_idx, _ = self.split()
+        return images[train_idx].mean().item(), images[train_idx].std().item()
+
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+        images, labels, train_idx, val_idx = self.split()
         mean, std = images[train_idx].mean(), images[train_idx].std()
         normalised = (images - mean) / std
         val = TensorDataset(normalised[val_idx], labels[val_idx])

@@ -1,0 +1,65 @@
+"""`python -m trainer.compare`: a table of runs with the overrides that differ, and overlaid val-accuracy curves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+from trainer.compare import differing_overrides, main, read_overrides
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(run_dir: Path, overrides: list[str], val_acc: list[float], wall_s: float) -> Path:
+    """The files a finished run leaves that compare reads (as train.py and Hydra write them)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    rows = ["epoch,step,lr,train_loss,train_acc,val_loss,val_acc"]
+    rows += [f"{e},{10 * e},0.001,0.5,0.8,0.6,{acc}" for e, acc in enumerate(val_acc, start=1)]
+    (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"best_val_acc": max(val_acc), "final_val_acc": val_acc[-1], "epochs": len(val_acc),
+               "wall_s": wall_s, "train_samples_per_s": 12345.6}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> list[Path]:
+    return [fake_run(tmp_path / "run_sgd", ["optim=sgd", "trainer.max_epochs=3", "hydra.run.dir=a"],
+                     [0.5, 0.7, 0.9], 3.2),
+            fake_run(tmp_path / "run_adamw", ["optim=adamw", "trainer.max_epochs=3", "seed=1"],
+                     [0.6, 0.8, 0.85], 4.1)]
+
+
+def test_only_differing_overrides_are_columns(two_runs: list[Path]) -> None:
+    overrides = [read_overrides(d) for d in two_runs]
+    assert overrides[0] == {"optim": "sgd", "trainer.max_epochs": "3"}  # hydra.* are dropped
+    assert differing_overrides(overrides) == ["optim", "seed"]
+
+
+def test_compare_lists_both_runs_and_plots_their_curves(two_runs: list[Path], tmp_path: Path, capsys,
+                                                        monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    out = tmp_path / "compare.png"
+    assert main([*map(str, two_runs), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = {name: next(line for line in text.splitlines() if name in line) for name in ("run_sgd", "run_adamw")}
+    assert "sgd" in lines["run_sgd"] and "0.9000" in lines["run_sgd"] and "3.2" in lines["run_sgd"]
+    assert "adamw" in lines["run_adamw"] and "0.8500" in lines["run_adamw"] and "4.1" in lines["run_adamw"]
+    assert "optim" in text and "seed" in text and "trainer.max_epochs" not in text
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(out) as image:
+        assert image.width > 200 and image.height > 200
+
+
+def test_module_entrypoint_rejects_a_dir_that_is_not_a_run(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "trainer.compare", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "not a run dir" in result.stderr and not (REPO / "compare.png").exists()

@@ -1,0 +1,104 @@
+"""The end-of-run report: PNGs that open, per-class scores that add up, TensorBoard figures and hparams."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import compose
+from trainer.build import build_data, build_model
+from trainer.checkpoint import save_checkpoint
+from trainer.classification import confusion_matrix, per_class_metrics
+from trainer.console import config_tree, write_config_tree
+from trainer.loggers import NullLogger, TensorBoardLogger
+from trainer.report import write_run_report
+from trainer.runtime import Precision
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HISTORY = [{"epoch": e, "step": 10 * e, "lr": 0.003 / e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e,
+            "val_loss": 1.1 / e, "val_acc": 0.45 + 0.1 * e} for e in (1, 2, 3)]
+
+
+def assert_real_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as image:
+        assert image.width > 200 and image.height > 200, (path, image.size)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """Digits config, data and a model with a saved best.pt whose weights differ from the live model's."""
+    torch.manual_seed(0)
+    cfg = compose()
+    datamodule = build_data(cfg, with_augment=False)
+    model = build_model(cfg.model)
+    return cfg, datamodule, model
+
+
+def report(tmp_path: Path, setup, logger) -> tuple[dict, torch.nn.Module]:
+    cfg, datamodule, model = setup
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    save_checkpoint({"model": best, "config": {}, "epoch": 3}, tmp_path / "checkpoints" / "best.pt")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    written = write_run_report(tmp_path, HISTORY, model, datamodule.val_loader(), datamodule.classes,
+                               Precision("32", torch.device("cpu")), logger, cfg)
+    for key, value in best.items():
+        assert torch.equal(model.state_dict()[key], value), f"best.pt was not loaded ({key})"
+    return written, model
+
+
+def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, setup) -> None:
+    cfg, datamodule, _ = setup
+    written, _ = report(tmp_path, setup, NullLogger(str(tmp_path)))
+    for name in ("curves.png", "confusion_matrix.png", "val_samples.png"):
+        assert_real_png(tmp_path / name)
+    assert written["per_class"] == tmp_path / "per_class.csv"
+    with (tmp_path / "per_class.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows] == datamodule.classes
+    assert sum(int(r["support"]) for r in rows) == len(datamodule.val_set)
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("precision", "recall", "f1"))
+
+
+def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, setup) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(str(tmp_path))
+    report(tmp_path, setup, logger)
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"report/confusion_matrix", "report/val_samples", "report/curves"} <= set(events.Tags()["images"])
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams
+    assert b"optim.lr" in hparams["_hparams_/session_start_info"]
+    assert {"hparam/best_val_acc", "hparam/final_val_acc"} <= set(events.Tags()["scalars"])
+
+
+def test_per_class_metrics_from_a_known_confusion_matrix() -> None:
+    predicted = torch.tensor([0, 0, 1, 1, 1, 2])
+    targets = torch.tensor([0, 1, 1, 1, 2, 2])
+    matrix = confusion_matrix(predicted, targets, 3)
+    assert matrix.tolist() == [[1, 0, 0], [1, 2, 0], [0, 1, 1]]
+    rows = {r["class"]: r for r in per_class_metrics(matrix, ["a", "b", "c"])}
+    assert rows["a"]["precision"] == pytest.approx(0.5) and rows["a"]["recall"] == pytest.approx(1.0)
+    assert rows["b"]["precision"] == pytest.approx(2 / 3) and rows["b"]["recall"] == pytest.approx(2 / 3)
+    assert rows["c"]["f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert [r["support"] for r in rows.values()] == [1, 3, 2]
+
+
+def test_config_tree_groups_keys_and_writes_text(tmp_path: Path) -> None:
+    cfg = compose("optim=sgd")
+    tree = config_tree(cfg)
+    assert [str(child.label) for child in tree.children][:3] == ["[bold cyan]run[/bold cyan]",
+                                                                 "[bold cyan]data[/bold cyan]",
+                                                                 "[bold cyan]model[/bold cyan]"]
+    write_config_tree(cfg, tmp_path / "config_tree.txt")
+    text = (tmp_path / "config_tree.txt").read_text()
+    assert "├── optim" in text and "torch.optim.SGD" in text and "seed: 42" in text

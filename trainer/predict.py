@@ -1,0 +1,96 @@
+"""`mode=predict ckpt=PATH predict.input=FILE_OR_DIR`: top-k classes for image files, as predictions.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from rich.table import Table
+
+from trainer.checkpoint import atomic_write
+from trainer.console import RunConsole
+from trainer.errors import DataError
+from trainer.inference import image_transform, load_for_inference
+from trainer.runtime import Precision, select_device
+
+log = logging.getLogger("trainer")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+BATCH_SIZE = 64
+SHOWN_ROWS = 10
+
+
+def predict(cfg: DictConfig, run_dir: Path) -> Path:
+    """Classify every image under `predict.input` and write `run_dir/predictions.csv`; returns its path."""
+    from PIL import Image
+
+    console = RunConsole(cfg.trainer.progress)
+    files, root = image_files(Path(cfg.predict.input).expanduser())
+    device = select_device(cfg.trainer.device)
+    precision = Precision(cfg.trainer.precision, device)
+    loaded = load_for_inference(cfg.ckpt, device)
+    transform = image_transform(loaded.data_cfg)
+    k = min(cfg.predict.topk, len(loaded.classes))
+
+    rows: list[dict] = []
+    for start in range(0, len(files), BATCH_SIZE):
+        chunk = files[start:start + BATCH_SIZE]
+        batch = []
+        for path in chunk:
+            try:
+                with Image.open(path) as image:
+                    batch.append(transform(image))
+            except OSError as err:
+                raise DataError(f"cannot read image {path}: {err}") from None
+        with torch.no_grad(), precision.autocast():
+            logits = loaded.model(torch.stack(batch).to(device))
+        probs, indices = logits.float().softmax(dim=1).topk(k, dim=1)
+        for path, p, i in zip(chunk, probs.tolist(), indices.tolist(), strict=True):
+            row = {"file": path.relative_to(root).as_posix()}
+            for rank, (prob, index) in enumerate(zip(p, i, strict=True), start=1):
+                row |= {f"top{rank}_class": loaded.classes[index], f"top{rank}_prob": round(prob, 6)}
+            rows.append(row)
+
+    out = run_dir / "predictions.csv"
+    write_rows(out, rows)
+    log.info("wrote %d predictions to %s", len(rows), out)
+    if not console.quiet:
+        console.console.print(predictions_table(rows[:SHOWN_ROWS], k, len(rows)))
+    console.info(f"{len(rows)} predictions (top {k}) from {cfg.ckpt} written to {out}")
+    return out
+
+
+def image_files(path: Path) -> tuple[list[Path], Path]:
+    """The PNG/JPEG files to classify (a folder's, sorted, searched recursively) and the folder they are under."""
+    if path.is_file():
+        return [path], path.parent
+    if not path.is_dir():
+        raise DataError(f"predict.input {path} does not exist (give an image file or a folder of images)")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"predict.input {path} holds no {', '.join(IMAGE_SUFFIXES)} files")
+    return files, path
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
+
+
+def predictions_table(rows: list[dict], k: int, total: int) -> Table:
+    shown = min(k, 3)
+    table = Table(title=f"predictions (first {len(rows)} of {total})", title_justify="left")
+    table.add_column("file", style="bold cyan")
+    for rank in range(1, shown + 1):
+        table.add_column(f"top{rank}")
+    for row in rows:
+        table.add_row(row["file"], *(f"{row[f'top{r}_class']} ({row[f'top{r}_prob']:.3f})"
+                                     for r in range(1, shown + 1)))
+    return table

@@ -1,0 +1,117 @@
+"""The end-of-run report: curves, confusion matrix and per-class scores as files, and the same in TensorBoard.
+
+`write_run_report` is called once after the epoch loop, with the best checkpoint's weights when there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from trainer.checkpoint import atomic_write, load_checkpoint
+from trainer.classification import confusion_matrix, per_class_metrics
+from trainer.plots import confusion_figure, curves_figure, samples_figure, save_figure
+from trainer.runtime import Precision
+
+NUM_SAMPLES = 16
+PER_CLASS_FIELDS = ("class", "precision", "recall", "f1", "support")
+
+
+def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, val_batches: Iterable,
+                     classes: list[str], precision: Precision, logger: Any, cfg: DictConfig,
+                     log_graph: bool = False) -> dict[str, Path]:
+    """Write curves.png, confusion_matrix.png, val_samples.png and per_class.csv; log figures and hparams.
+
+    Loads `run_dir/checkpoints/best.pt` into `model` when it exists (so the report describes the best
+    epoch); otherwise the model is used as it is. Returns the files written, by name.
+    """
+    run_dir = Path(run_dir)
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best, map_location=precision.device)["model"])
+    predicted, targets, samples = predict_split(model, val_batches, precision)
+    matrix = confusion_matrix(predicted, targets, len(classes))
+    written = {"per_class": write_per_class_csv(run_dir / "per_class.csv", per_class_metrics(matrix, classes))}
+
+    figures = {"curves": curves_figure(history, title=f"learning curves: {run_dir.name}")} if history else {}
+    figures["confusion_matrix"] = confusion_figure(matrix, classes, title=f"confusion matrix ({len(targets)} val)")
+    shown = min(NUM_SAMPLES, len(samples))
+    figures["val_samples"] = samples_figure(samples[:shown], [classes[i] for i in predicted[:shown].tolist()],
+                                            [classes[i] for i in targets[:shown].tolist()])
+    for name, figure in figures.items():
+        written[name] = save_figure(figure, run_dir / f"{name}.png")
+    logger.log_figure("report/confusion_matrix", figures["confusion_matrix"])
+    logger.log_figure("report/val_samples", figures["val_samples"])
+    if "curves" in figures:
+        logger.log_figure("report/curves", figures["curves"])
+    if log_graph and len(samples):
+        logger.log_graph(model, samples[:1].to(precision.device))
+    logger.log_hparams(flat_hparams(cfg), final_metrics(history, predicted, targets))
+    return written
+
+
+@torch.no_grad()
+def predict_split(model: nn.Module, batches: Iterable, precision: Precision,
+                  keep: int = NUM_SAMPLES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predicted and true labels for every batch (on the CPU), and the first `keep` inputs for display."""
+    model.eval()
+    predicted, targets, samples = [], [], []
+    kept = 0
+    for inputs, labels in batches:
+        with precision.autocast():
+            logits = model(inputs.to(precision.device, non_blocking=True))
+        predicted.append(logits.argmax(dim=1).cpu())
+        targets.append(labels.cpu())
+        if kept < keep:
+            samples.append(inputs[:keep - kept].cpu())
+            kept += len(samples[-1])
+    if not predicted:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0)
+    return torch.cat(predicted), torch.cat(targets), torch.cat(samples)
+
+
+def write_per_class_csv(path: Path, rows: list[dict]) -> Path:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(PER_CLASS_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
+    return path
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, int | float | str | bool]:
+    """The config as dotted keys with the scalar types TensorBoard's HParams accepts (others as strings)."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that only resolves inside a Hydra run (e.g. ${hydra:...})
+        tree = OmegaConf.to_container(cfg, resolve=False)
+    flat: dict[str, int | float | str | bool] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        key = prefix[:-1]
+        flat[key] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    walk(tree, "")
+    return flat
+
+
+def final_metrics(history: list[dict], predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """The scores shown beside the hparams: best and final val accuracy, final val loss, report accuracy."""
+    metrics = {"hparam/report_val_acc": float((predicted == targets).float().mean()) if len(targets) else 0.0}
+    if history:
+        metrics |= {"hparam/best_val_acc": max(float(row["val_acc"]) for row in history),
+                    "hparam/final_val_acc": float(history[-1]["val_acc"]),
+                    "hparam/final_val_loss": float(history[-1]["val_loss"])}
+    return metrics
