@@ -71,7 +71,7 @@ def test_every_option_runs_on_every_data_kind(option: str, data: str, data_confi
         x, y = datamodule.train_set[index]
         assert x.shape == (channels, size, size) and x.dtype == torch.float32 and torch.isfinite(x).all()
         assert 0 <= int(y) < cfg.data.num_classes
-    batch_x, _ = next(iter(datamodule.train_loader(torch.Generator().manual_seed(0))))
+    batch_x, _ = next(iter(datamodule.train_loader(seed=0)))
     assert batch_x.shape[1:] == (channels, size, size)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainer.checkpoint import atomic_write, check_model_config, load_checkpoint, save_checkpoint
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, OutputError
 from trainer.runtime import capture_rng_state, restore_rng_state
 
 
@@ -37,7 +37,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
         handle.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="No space left on device; its previous version is intact"):
         atomic_write(path, dies_halfway)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -36,7 +36,7 @@ def test_data_options_build_datasets(option: str, tmp_path) -> None:
     assert tuple(x.shape) == (cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
     assert 0 <= int(y) < cfg.data.num_classes
     assert len(datamodule.val_set) > 0
-    batch_x, batch_y = next(iter(datamodule.train_loader(torch.Generator().manual_seed(0))))
+    batch_x, batch_y = next(iter(datamodule.train_loader(seed=0)))
     assert batch_x.shape[0] == min(cfg.data.batch_size, len(datamodule.train_set)) == batch_y.shape[0]
 
 

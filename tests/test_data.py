@@ -316,9 +316,9 @@ def test_loaders_use_workers_and_pinning_when_asked(tmp_path: Path) -> None:
     train = write_image_tree(tmp_path / "train")
     datamodule = build("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.image_size=8",
                        "data.num_workers=2", "data.batch_size=4")
-    loader = datamodule.train_loader(torch.Generator().manual_seed(0), pin_memory=True)
+    loader = datamodule.train_loader(seed=0, pin_memory=True)
     assert loader.num_workers == 2 and loader.persistent_workers and loader.pin_memory
     digits = build("data=digits")
-    fast = digits.train_loader(torch.Generator().manual_seed(0))
+    fast = digits.train_loader(seed=0)
     assert fast.batch_size is None  # whole batches by one tensor index
     assert next(iter(fast))[0].shape == (digits.batch_size, 1, 8, 8)

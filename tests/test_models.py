@@ -31,29 +31,36 @@ GUIDE_COUNTS = [
 ]
 
 
+def on_meta(build):
+    """Build on the meta device: shapes and parameter counts without allocating or initialising weights."""
+    with torch.device("meta"):
+        return build()
+
+
 @pytest.mark.parametrize(("build", "expected"), GUIDE_COUNTS)
 def test_parameter_counts_match_the_guide(build, expected: int) -> None:
-    assert abs(count_parameters(build()) - expected) <= 0.005 * expected
+    assert abs(count_parameters(on_meta(build)) - expected) <= 0.005 * expected
 
 
 @pytest.mark.parametrize("variant", [f"b{i}" for i in range(8)])
 def test_efficientnet_variants_match_torchvision(variant: str) -> None:
-    reference = getattr(torchvision.models, f"efficientnet_{variant}")()
-    assert count_parameters(EfficientNet(3, 1000, variant)) == count_parameters(reference)
+    reference = on_meta(getattr(torchvision.models, f"efficientnet_{variant}"))
+    assert count_parameters(on_meta(lambda: EfficientNet(3, 1000, variant))) == count_parameters(reference)
 
 
 @pytest.mark.parametrize(("depth", "batch_norm"), [(11, False), (13, True), (19, False)])
 def test_vgg_variants_match_torchvision(depth: int, batch_norm: bool) -> None:
-    reference = getattr(torchvision.models, f"vgg{depth}{'_bn' if batch_norm else ''}")()
-    assert count_parameters(VGG(3, 1000, depth, batch_norm)) == count_parameters(reference)
+    reference = on_meta(getattr(torchvision.models, f"vgg{depth}{'_bn' if batch_norm else ''}"))
+    assert count_parameters(on_meta(lambda: VGG(3, 1000, depth, batch_norm))) == count_parameters(reference)
 
 
 def test_googlenet_paper_5x5_and_aux_heads() -> None:
     # The paper's 5x5 kernels add (25 - 9) weights per 5x5-branch filter pair over torchvision's 3x3 layout.
     branch_pairs = 16 * 32 + 32 * 96 + 16 * 48 + 24 * 64 + 24 * 64 + 32 * 64 + 32 * 128 + 32 * 128 + 48 * 128
-    assert count_parameters(GoogLeNet(3, 1000)) == 6_624_904 + 16 * branch_pairs
-    reference = torchvision.models.googlenet(aux_logits=True, init_weights=True)
-    assert count_parameters(GoogLeNet(3, 1000, aux_logits=True, branch5x5_kernel=3)) == count_parameters(reference)
+    assert count_parameters(on_meta(lambda: GoogLeNet(3, 1000))) == 6_624_904 + 16 * branch_pairs
+    reference = on_meta(lambda: torchvision.models.googlenet(aux_logits=True, init_weights=True))
+    aux = on_meta(lambda: GoogLeNet(3, 1000, aux_logits=True, branch5x5_kernel=3))
+    assert count_parameters(aux) == count_parameters(reference)
 
 
 def test_googlenet_aux_heads_only_in_training() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, OutputError
 
 REQUIRED_KEYS = ("model", "config", "epoch")
 
@@ -21,16 +21,24 @@ def atomic_write(path: Path, write: Any) -> None:
 
     A kill at any instant leaves either the old file or the complete new one, never a truncated one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"could not write {path}: {err.strerror or err}") from None
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run files private to their writer
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write of its zip stream as a RuntimeError
+        if isinstance(err, (OSError, RuntimeError)):
+            reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+            raise OutputError(f"could not write {path}: {reason}; its previous version is intact") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -23,6 +23,14 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
 
 
+def one_line(err: TrainerError) -> str:
+    """The error's own message, also when a DataLoader worker wrapped it in its traceback."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def run(cfg: DictConfig, run_dir: Path) -> float | None:
     """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (val accuracy) for sweepers."""
     validate(cfg)
@@ -34,6 +42,16 @@ def run(cfg: DictConfig, run_dir: Path) -> float | None:
         from trainer.summary import summarize
 
         summarize(cfg, run_dir)
+        return None
+    if cfg.mode == "predict":
+        from trainer.predict import predict
+
+        predict(cfg, run_dir)
+        return None
+    if cfg.mode == "export":
+        from trainer.export import export
+
+        export(cfg, run_dir)
         return None
     from trainer.train import train
 
@@ -52,7 +70,7 @@ def _hydra_task(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # a sweep records the failed job and carries on with the others
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
 
 

@@ -21,3 +21,7 @@ class CheckpointError(TrainerError):
 
 class DataError(TrainerError):
     """A data set whose files are missing or malformed."""
+
+
+class OutputError(TrainerError):
+    """A run file that could not be written (disk full, no permission); its previous version is intact."""

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from trainer.errors import TrainerError
 from trainer.metrics import EpochStats, RunningStats
 from trainer.optim import Scheduler
 from trainer.regularization import MixedTargets, Regularization
@@ -19,19 +20,32 @@ from trainer.runtime import Precision
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
+class NonFiniteLoss(TrainerError):
+    """The loss became NaN or infinite; `batch` counts from 1 within the epoch."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(f"non-finite loss at batch {batch}")
+        self.batch = batch
+
+
 def train_epoch(model: nn.Module, batches: Batches, regularization: Regularization,
                 optimizer: torch.optim.Optimizer, scheduler: Scheduler, scaler: torch.amp.GradScaler,
                 precision: Precision, *, grad_clip_norm: float | None = None, accumulate: int = 1,
-                ema: AveragedModel | None = None, log_every: int = 20,
-                on_step: Callable[[int, float | None], None] = lambda done, loss: None) -> EpochStats:
+                ema: AveragedModel | None = None, skip_nonfinite: bool = False, log_every: int = 20,
+                stats: RunningStats | None = None, start_batch: int = 0,
+                on_step: Callable[[int, float | None], None] = lambda done, loss: None,
+                after_step: Callable[[int, RunningStats], None] = lambda done, stats: None) -> EpochStats:
     """forward -> loss -> backward, and every `accumulate` batches: clip -> step -> scheduler -> EMA.
 
     Loss and accuracy are summed on the device; the host reads them only every `log_every` batches.
+    A resumed epoch passes its partial `stats` and the `start_batch` it stopped at. `after_step(batches
+    done, stats)` runs after every optimizer step (the place to checkpoint or stop). A non-finite loss
+    raises NonFiniteLoss, or with `skip_nonfinite` drops that batch and counts it in `stats.skipped`.
     `EpochStats.steps` counts optimizer steps (a partial accumulation at the end of the epoch steps too).
     """
     device = precision.device
     model.train()
-    stats = RunningStats(device)
+    stats = stats or RunningStats(device)
     optimizer_steps = pending = 0
 
     def optimizer_step() -> None:
@@ -47,23 +61,31 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
 
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    for batch, (inputs, targets) in enumerate(batches, start=1):
+    batch = start_batch
+    for batch, (inputs, targets) in enumerate(batches, start=start_batch + 1):
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         inputs, mixed_targets = regularization.mix(inputs, targets)
         with precision.autocast():
             logits, loss = forward_with_aux(model, inputs, mixed_targets, regularization.loss)
-        scaler.scale(loss / accumulate).backward()
-        pending += 1
+        if not torch.isfinite(loss):
+            if not skip_nonfinite:
+                raise NonFiniteLoss(batch)
+            stats.skipped += 1
+        else:
+            scaler.scale(loss / accumulate).backward()
+            pending += 1
+            hits_on = mixed_targets.dominant() if isinstance(mixed_targets, MixedTargets) else targets
+            stats.update(loss, logits, hits_on)
         if pending == accumulate:
             optimizer_step()
             optimizer_steps, pending = optimizer_steps + 1, 0
-        hits_on = mixed_targets.dominant() if isinstance(mixed_targets, MixedTargets) else targets
-        stats.update(loss, logits, hits_on)
+            after_step(batch, stats)
         on_step(batch, stats.mean_loss() if batch % log_every == 0 else None)
     if pending:
         optimizer_step()
         optimizer_steps += 1
+        after_step(batch, stats)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return replace(stats.snapshot(time.perf_counter() - start), steps=optimizer_steps)

@@ -24,6 +24,7 @@ class RunningStats:
         self.top1 = torch.zeros((), device=device, dtype=torch.long)
         self.top5: torch.Tensor | None = None
         self.samples = 0
+        self.skipped = 0  # batches dropped for a non-finite loss
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
         batch = target.shape[0]
@@ -35,6 +36,18 @@ class RunningStats:
             self.top5 += topk_correct(logits.detach(), target, 5)
         self.samples += batch
 
+    def state_dict(self) -> dict:
+        """Partial sums of an unfinished epoch, for a mid-epoch checkpoint."""
+        return {"loss_sum": self.loss_sum.cpu(), "top1": self.top1.cpu(),
+                "top5": None if self.top5 is None else self.top5.cpu(), "samples": self.samples,
+                "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.loss_sum.device
+        self.loss_sum, self.top1 = state["loss_sum"].to(device), state["top1"].to(device)
+        self.top5 = None if state["top5"] is None else state["top5"].to(device)
+        self.samples, self.skipped = state["samples"], state["skipped"]
+
     def mean_loss(self) -> float:
         return self.loss_sum.item() / max(self.samples, 1)
 
@@ -43,7 +56,7 @@ class RunningStats:
         return EpochStats(
             loss=self.loss_sum.item() / n, acc=self.top1.item() / n,
             top5=None if self.top5 is None else self.top5.item() / n,
-            samples=self.samples, seconds=seconds)
+            samples=self.samples, seconds=seconds, skipped=self.skipped)
 
 
 @dataclass
@@ -54,7 +67,9 @@ class EpochStats:
     samples: int
     seconds: float
     steps: int = 0  # optimizer steps taken (training only)
+    skipped: int = 0  # batches dropped for a non-finite loss (training only)
 
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
+

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -20,12 +19,15 @@ from torch import nn
 from trainer import __version__
 from trainer.build import build_data, build_model, count_parameters
 from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
-from trainer.console import RunConsole
+from trainer.console import RunConsole, write_config_tree
 from trainer.ema import create_ema
-from trainer.errors import CheckpointError, ConfigError
-from trainer.loop import train_epoch, validate
+from trainer.errors import CheckpointError, ConfigError, TrainerError
+from trainer.loop import NonFiniteLoss, train_epoch, validate
+from trainer.metrics import RunningStats
 from trainer.optim import create_optimizer, create_scheduler
+from trainer.preemption import Preempted, StopSignals
 from trainer.records import write_json, write_metrics_csv
+from trainer.report import write_run_report
 from trainer.runtime import (
     Precision,
     capture_rng_state,
@@ -49,6 +51,9 @@ class TrainState:
     best_val_acc: float = -1.0
     best_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    batch_in_epoch: int = 0  # > 0 in a mid-epoch checkpoint: batches of epoch `epoch + 1` already trained
+    partial: dict | None = None  # that unfinished epoch's running sums (RunningStats.state_dict)
+    skipped_batches: int = 0  # batches dropped for a non-finite loss (trainer.skip_nonfinite)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -61,8 +66,14 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return Path(resume)
 
 
-def refuse_to_overwrite(run_dir: Path, resume_path: Path | None) -> None:
-    """A run dir that already holds another run's results is never written over."""
+def refuse_to_overwrite(run_dir: Path, resume: str | None, resume_path: Path | None) -> None:
+    """A run dir that already holds another run's results is never written over.
+
+    `trainer.resume=auto` declares the run dir as this run's own: it continues from its last.pt, or
+    starts it afresh when an earlier attempt was killed before its first checkpoint.
+    """
+    if resume == "auto":
+        return
     own_last = run_dir / "checkpoints" / "last.pt"
     if resume_path is not None and resume_path.resolve() == own_last.resolve():
         return
@@ -89,7 +100,8 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     tcfg = cfg.trainer
     console = RunConsole(tcfg.progress)
     resume_path = resolve_resume(tcfg.resume, run_dir)
-    refuse_to_overwrite(run_dir, resume_path)
+    refuse_to_overwrite(run_dir, tcfg.resume, resume_path)
+    console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     apply_regularization_to_model(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -119,11 +131,12 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
         restore_rng_state(checkpoint["rng"])
-        console.info(f"Resumed from {resume_path} after epoch {state.epoch} (step {state.global_step})")
+        position = f"epoch {state.epoch}" + (f", batch {state.batch_in_epoch} of epoch {state.epoch + 1}"
+                                             if state.batch_in_epoch else "")
+        console.info(f"Resumed from {resume_path} after {position} (step {state.global_step})")
 
     pin_memory = device.type == "cuda"
-    shuffle_generator = torch.Generator()
-    train_loader = datamodule.train_loader(shuffle_generator, pin_memory)
+    train_loader = datamodule.train_loader(cfg.seed, pin_memory)
     val_loader = datamodule.val_loader(pin_memory)
     train_steps = min(len(train_loader), tcfg.limit_train_batches or len(train_loader))
     val_steps = min(len(val_loader), tcfg.limit_val_batches or len(val_loader))
@@ -146,59 +159,96 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "run dir": str(run_dir),
     })
 
+    def save(is_best: bool = False) -> None:
+        """last.pt (and best.pt) with everything that decides the rest of the run."""
+        if not tcfg.save_checkpoints:
+            return
+        payload = {
+            "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
+            "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
+        }
+        save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+        if is_best:
+            save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+
+    def after_step(batch: int, stats: RunningStats) -> None:
+        """Mid-epoch checkpoints every N optimizer steps, and the graceful stop after a signal."""
+        state.global_step += 1
+        every = tcfg.checkpoint_every_n_steps
+        due = every is not None and state.global_step % every == 0 and batch < train_steps
+        if (due or stop.requested) and batch < train_steps:
+            state.batch_in_epoch, state.partial = batch, stats.state_dict()
+            save()
+            state.batch_in_epoch, state.partial = 0, None
+        if stop.requested:
+            log.warning("%s received: stopped at epoch %d, batch %d", stop.requested, state.epoch + 1, batch)
+            raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'}; resume with: "
+                            f"{resume_command(run_dir)}")
+
     # ---- the epoch loop
     train_samples = train_seconds = 0.0
-    for epoch in range(state.epoch, tcfg.max_epochs):
-        # Shuffling is a function of (seed, epoch) alone, so a resumed run replays the same batches.
-        shuffle_generator.manual_seed(cfg.seed + epoch)
-        with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
-            train_stats = train_epoch(
-                model, islice(train_loader, train_steps), regularization, optimizer, scheduler, scaler, precision,
-                grad_clip_norm=tcfg.grad_clip_norm, accumulate=tcfg.accumulate_grad_batches, ema=ema,
-                log_every=tcfg.log_every_n_steps, on_step=update)
-        val_stats = validate(model, islice(val_loader, val_steps), val_criterion, precision)
-        ema_stats = validate(ema.module, islice(val_loader, val_steps), val_criterion, precision) if ema else None
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step_epoch(val_stats.loss)
+    with StopSignals() as stop:
+        for epoch in range(state.epoch, tcfg.max_epochs):
+            # The batch order is a function of (seed, epoch): a resumed run replays the same batches.
+            start_batch = state.batch_in_epoch
+            datamodule.set_train_epoch(epoch, start_batch)
+            stats = RunningStats(device)
+            if state.partial is not None:
+                stats.load_state_dict(state.partial)
+            state.batch_in_epoch, state.partial = 0, None
+            with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
+                try:
+                    train_stats = train_epoch(
+                        model, islice(train_loader, train_steps - start_batch), regularization, optimizer,
+                        scheduler, scaler, precision, grad_clip_norm=tcfg.grad_clip_norm,
+                        accumulate=tcfg.accumulate_grad_batches, ema=ema, skip_nonfinite=tcfg.skip_nonfinite,
+                        log_every=tcfg.log_every_n_steps, stats=stats, start_batch=start_batch,
+                        on_step=update, after_step=after_step)
+                except NonFiniteLoss as err:
+                    raise TrainerError(f"non-finite loss at epoch {epoch + 1}, batch {err.batch} (step "
+                                       f"{state.global_step + 1}); the last good checkpoint is kept. Lower "
+                                       "optim.lr, set trainer.grad_clip_norm, or trainer.skip_nonfinite=true") from None
+            val_stats = validate(model, islice(val_loader, val_steps), val_criterion, precision)
+            ema_stats = validate(ema.module, islice(val_loader, val_steps), val_criterion, precision) if ema else None
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step_epoch(val_stats.loss)
 
-        state.epoch = epoch + 1
-        state.global_step += train_stats.steps
-        train_samples += train_stats.samples
-        train_seconds += train_stats.seconds
-        is_best = val_stats.acc > state.best_val_acc
-        if is_best:
-            state.best_val_acc, state.best_epoch = val_stats.acc, state.epoch
-        row = {"epoch": state.epoch, "step": state.global_step, "lr": lr,
-               "train_loss": train_stats.loss, "train_acc": train_stats.acc,
-               "val_loss": val_stats.loss, "val_acc": val_stats.acc, "val_top5": val_stats.top5,
-               "train_samples_per_s": train_stats.samples_per_s}
-        if ema_stats is not None:
-            row |= {"val_ema_loss": ema_stats.loss, "val_ema_acc": ema_stats.acc}
-        state.history.append(row)
-        write_metrics_csv(run_dir / "metrics.csv", state.history)
-        logger.log_scalars({"train/loss": train_stats.loss, "train/acc": train_stats.acc,
-                            "val/loss": val_stats.loss, "val/acc": val_stats.acc, "lr": lr,
-                            "throughput": train_stats.samples_per_s}
-                           | ({"val_ema/loss": ema_stats.loss, "val_ema/acc": ema_stats.acc} if ema_stats else {}),
-                           state.epoch)
-        console.info(
-            f"epoch {state.epoch:>3}/{tcfg.max_epochs}  train loss {train_stats.loss:.4f} acc "
-            f"{train_stats.acc:.4f}  val loss {val_stats.loss:.4f} acc {val_stats.acc:.4f}"
-            + (f" top5 {val_stats.top5:.4f}" if val_stats.top5 is not None else "")
-            + (f"  ema acc {ema_stats.acc:.4f}" if ema_stats is not None else "")
-            + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
-
-        if tcfg.save_checkpoints:
-            payload = {
-                "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
-                "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
-            }
-            save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+            state.epoch = epoch + 1
+            state.skipped_batches += train_stats.skipped
+            train_samples += train_stats.samples
+            train_seconds += train_stats.seconds
+            is_best = val_stats.acc > state.best_val_acc
             if is_best:
-                save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+                state.best_val_acc, state.best_epoch = val_stats.acc, state.epoch
+            # Only values that a resumed run reproduces exactly; throughput goes to TensorBoard and the summary.
+            row = {"epoch": state.epoch, "step": state.global_step, "lr": lr,
+                   "train_loss": train_stats.loss, "train_acc": train_stats.acc,
+                   "val_loss": val_stats.loss, "val_acc": val_stats.acc, "val_top5": val_stats.top5}
+            if ema_stats is not None:
+                row |= {"val_ema_loss": ema_stats.loss, "val_ema_acc": ema_stats.acc}
+            state.history.append(row)
+            write_metrics_csv(run_dir / "metrics.csv", state.history)
+            logger.log_scalars({"train/loss": train_stats.loss, "train/acc": train_stats.acc,
+                                "val/loss": val_stats.loss, "val/acc": val_stats.acc, "lr": lr,
+                                "throughput": train_stats.samples_per_s}
+                               | ({"val_ema/loss": ema_stats.loss, "val_ema/acc": ema_stats.acc} if ema_stats else {}),
+                               state.epoch)
+            console.info(
+                f"epoch {state.epoch:>3}/{tcfg.max_epochs}  train loss {train_stats.loss:.4f} acc "
+                f"{train_stats.acc:.4f}  val loss {val_stats.loss:.4f} acc {val_stats.acc:.4f}"
+                + (f" top5 {val_stats.top5:.4f}" if val_stats.top5 is not None else "")
+                + (f"  ema acc {ema_stats.acc:.4f}" if ema_stats is not None else "")
+                + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
+            save(is_best)
+            if stop.requested:
+                raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'} after epoch "
+                                f"{state.epoch}; resume with: {resume_command(run_dir)}")
+    if tcfg.report and tcfg.save_checkpoints:  # figures and per-class scores of best.pt
+        write_run_report(run_dir, state.history, model, islice(val_loader, val_steps), list(datamodule.classes),
+                         precision, logger, cfg)
     logger.close()
 
     # ---- the summary
@@ -206,7 +256,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     summary = {
         "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
-        "epochs": state.epoch, "global_step": state.global_step,
+        "epochs": state.epoch, "global_step": state.global_step, "skipped_batches": state.skipped_batches,
         "wall_s": round(time.perf_counter() - wall_start, 3),
         "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
         "device": str(device), "precision": precision.name, "params": params,
@@ -216,6 +266,15 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     write_json(run_dir / "summary.json", summary)
     console.table("summary", {k: _fmt(v) for k, v in summary.items() if k not in ("run_dir",)})
     return state.best_val_acc
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues this run in the same run dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
+    return " ".join(["python -m trainer", *kept, f"hydra.run.dir={run_dir}", "trainer.resume=auto"])
 
 
 def _choice(group: str, fallback: str) -> str:

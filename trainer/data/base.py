@@ -7,15 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    SequentialSampler,
-    Subset,
-    TensorDataset,
-)
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, TensorDataset
+
+from trainer.data.sampler import EpochSampler
 
 if TYPE_CHECKING:
     from trainer.augment import Augment
@@ -33,7 +27,7 @@ class DataModule:
 
     `build(augment)` applies the augment option's ops to training images only (see trainer/augment.py);
     with no augmentation, in-memory sets return `TensorDataset`s, which `_loader` batches by indexing.
-    Loaders are deterministic: shuffling draws from a generator that the caller seeds per epoch.
+    Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py).
     """
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
@@ -60,20 +54,29 @@ class DataModule:
         self.train_set = self.val_set = subset
         self.shuffle_train = False
 
-    def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None,
-                pin_memory: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler, pin_memory: bool,
+                generator: torch.Generator) -> DataLoader:
+        """Every loader gets its own generator: creating an iterator draws a worker seed from it, and
+        drawing from the global RNG instead would shift dropout and mixup after a mid-epoch resume."""
         if isinstance(dataset, TensorDataset) and self.num_workers == 0:
             # Whole batches by one tensor index each: no per-sample Python, no collate.
-            order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, self.batch_size, False),
-                              pin_memory=pin_memory)
+            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, self.batch_size, False),
+                              pin_memory=pin_memory, generator=generator)
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+            dataset, batch_size=self.batch_size, sampler=sampler, generator=generator,
             num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=pin_memory,
             persistent_workers=self.num_workers > 0, drop_last=False)
 
-    def train_loader(self, generator: torch.Generator, pin_memory: bool = False) -> DataLoader:
-        return self._loader(self.train_set, self.shuffle_train, generator, pin_memory)
+    def train_loader(self, seed: int, pin_memory: bool = False) -> DataLoader:
+        """Shuffled by `self.train_sampler`; call `set_train_epoch` before each epoch."""
+        self.train_sampler = EpochSampler(len(self.train_set), self.batch_size, self.shuffle_train, seed)
+        self._worker_seeds = torch.Generator()
+        return self._loader(self.train_set, self.train_sampler, pin_memory, self._worker_seeds)
+
+    def set_train_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Fix the epoch's batch order (and loader-worker seeds) from (seed, epoch); start at `start_batch`."""
+        self.train_sampler.set_epoch(epoch, start_batch)
+        self._worker_seeds.manual_seed(self.train_sampler.epoch_generator().initial_seed() + 1)
 
     def val_loader(self, pin_memory: bool = False) -> DataLoader:
-        return self._loader(self.val_set, False, None, pin_memory)
+        return self._loader(self.val_set, SequentialSampler(self.val_set), pin_memory, torch.Generator())

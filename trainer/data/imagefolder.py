@@ -7,6 +7,7 @@ get the same unless the augment option crops to size itself. With no `val_dir`, 
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from trainer.data.transformed import TransformedDataset
 from trainer.data.transforms import eval_transform, train_transform
 from trainer.errors import DataError
 
+log = logging.getLogger("trainer")
+
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
 
@@ -28,9 +31,28 @@ if TYPE_CHECKING:
 
 
 def load_image(path: str, mode: str) -> Image.Image:
-    """Decode one file as RGB or grey ("L"), whatever mode it was saved in."""
-    with open(path, "rb") as handle:
-        return Image.open(handle).convert(mode)
+    """Decode one file as RGB or grey ("L"), whatever mode it was saved in; a DataError names a bad file."""
+    try:
+        with open(path, "rb") as handle:
+            return Image.open(handle).convert(mode)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"cannot read image {path}: {err}; fix or remove it, or set data.skip_corrupt=true") from None
+
+
+def drop_corrupt(folder: ImageFolder) -> int:
+    """Remove the files PIL cannot decode from `folder`'s sample list; returns how many were dropped."""
+    good = []
+    for path, label in folder.samples:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            good.append((path, label))
+        except (OSError, SyntaxError, ValueError):
+            log.warning("skipping unreadable image %s", path)
+    dropped = len(folder.samples) - len(good)
+    folder.samples = folder.imgs = good
+    folder.targets = [label for _, label in good]
+    return dropped
 
 
 def scan_folder(key: str, folder: Path, mode: str) -> ImageFolder:
@@ -51,7 +73,7 @@ def scan_folder(key: str, folder: Path, mode: str) -> ImageFolder:
 class ImageFolderDataModule(DataModule):
     def __init__(self, train_dir: str, val_dir: str | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, crop_fraction: float = 0.875, mean: list[float] = (0.485, 0.456, 0.406),
-                 std: list[float] = (0.229, 0.224, 0.225), **common) -> None:
+                 std: list[float] = (0.229, 0.224, 0.225), skip_corrupt: bool = False, **common) -> None:
         super().__init__(**common)
         self.train_dir = Path(train_dir).expanduser()
         self.val_dir = Path(val_dir).expanduser() if val_dir else None
@@ -60,10 +82,14 @@ class ImageFolderDataModule(DataModule):
         self.crop_fraction = crop_fraction
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
+        self.skip_corrupt = skip_corrupt
+        self.skipped_corrupt = 0
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         mode = "L" if self.in_channels == 1 else "RGB"
         train = scan_folder("train_dir", self.train_dir, mode)
+        if self.skip_corrupt:
+            self.skipped_corrupt += drop_corrupt(train)
         if len(train.classes) != self.num_classes:
             raise DataError(f"data.train_dir {self.train_dir} has {len(train.classes)} class folders but "
                             f"data.num_classes={self.num_classes}: set data.num_classes={len(train.classes)}")
@@ -82,6 +108,10 @@ class ImageFolderDataModule(DataModule):
                     TransformedDataset(Subset(train, order[:num_val]), val_tf))
 
         val = scan_folder("val_dir", self.val_dir, mode)
+        if self.skip_corrupt:
+            self.skipped_corrupt += drop_corrupt(val)
+        if self.skipped_corrupt:
+            log.warning("data.skip_corrupt: skipped %d unreadable image(s)", self.skipped_corrupt)
         if val.classes != train.classes:
             missing = sorted(set(train.classes) - set(val.classes))
             extra = sorted(set(val.classes) - set(train.classes))

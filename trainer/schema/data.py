@@ -117,6 +117,7 @@ class ImageFolderConfig(DataConfig):
     crop_fraction: float = 0.875
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    skip_corrupt: bool = False  # true: drop unreadable images (logged) instead of stopping
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,7 +11,9 @@ from trainer.schema.checks import require
 
 PRECISIONS = ("32", "bf16", "16")
 PROGRESS = ("auto", "rich", "plain", "none")
-MODES = ("train", "eval", "summary")
+MODES = ("train", "eval", "summary", "predict", "export")
+EXPORT_FORMATS = ("torchscript", "onnx")
+CKPT_MODES = ("eval", "predict", "export")
 
 
 @dataclass
@@ -28,6 +30,9 @@ class TrainerConfig:
     limit_val_batches: int | None = None
     overfit_batches: int = 0
     save_checkpoints: bool = True
+    checkpoint_every_n_steps: int | None = None
+    skip_nonfinite: bool = False
+    report: bool = True
     progress: str = "auto"
 
     def __post_init__(self) -> None:
@@ -42,6 +47,8 @@ class TrainerConfig:
         for key in ("limit_train_batches", "limit_val_batches"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, ">= 1 or null", value)
+        require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps >= 1,
+                "checkpoint_every_n_steps", ">= 1 or null", self.checkpoint_every_n_steps)
         require(self.overfit_batches >= 0, "overfit_batches", ">= 0", self.overfit_batches)
         require(self.progress in PROGRESS, "progress", "one of " + ", ".join(PROGRESS), self.progress)
 
@@ -69,6 +76,27 @@ class SummaryConfig:
 
 
 @dataclass
+class PredictConfig:
+    """`mode=predict`: the image file or folder to classify and how many top classes to list."""
+
+    input: str | None = None
+    topk: int = 5
+
+    def __post_init__(self) -> None:
+        require(self.topk >= 1, "topk", ">= 1", self.topk)
+
+
+@dataclass
+class ExportConfig:
+    """`mode=export`: the serialised format written beside the run (TorchScript needs no extra package)."""
+
+    format: str = "torchscript"
+
+    def __post_init__(self) -> None:
+        require(self.format in EXPORT_FORMATS, "format", "one of " + ", ".join(EXPORT_FORMATS), self.format)
+
+
+@dataclass
 class TrainConfig:
     """The root of the composed config (`configs/train.yaml`)."""
 
@@ -85,10 +113,15 @@ class TrainConfig:
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "mode", "one of " + ", ".join(MODES), self.mode)
-        require(self.mode != "eval" or bool(self.ckpt), "ckpt", "a checkpoint path when mode=eval", self.ckpt)
+        require(self.mode not in CKPT_MODES or bool(self.ckpt), "ckpt", f"a checkpoint path when mode={self.mode}",
+                self.ckpt)
+        require(self.mode != "predict" or bool(self.predict.input), "predict.input",
+                "an image file or folder when mode=predict", self.predict.input)
 
 
 SCHEMAS = {

@@ -1,0 +1,182 @@
+"""The bad-input catalogue: each case exits non-zero with one clear line, no traceback, nothing clobbered."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import REPO, run_cli
+
+HYDRA_EXIT, USER_EXIT = 1, 2
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, code: int, expected: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    if code == USER_EXIT:  # our own errors are exactly one line
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# (overrides, exit code, text the one line must contain); none of these gets as far as loading data.
+CONFIG_CASES = [
+    (["model=resnet5000"], HYDRA_EXIT, "Could not find 'model/resnet5000'"),
+    (["data=nope"], HYDRA_EXIT, "Could not find 'data/nope'"),
+    (["optim.nope=1"], HYDRA_EXIT, "Key 'nope' not in 'AdamWConfig'"),
+    (["trainer.nope=1"], HYDRA_EXIT, "Key 'nope' not in 'TrainerConfig'"),
+    (["optim.lr=abc"], HYDRA_EXIT, "could not be converted to Float"),
+    (["trainer.max_epochs=many"], HYDRA_EXIT, "could not be converted to Integer"),
+    (["optim.lr=-1"], USER_EXIT, "optim.lr must be > 0"),
+    (["optim.lr=0"], USER_EXIT, "optim.lr must be > 0"),
+    (["optim.weight_decay=-1"], USER_EXIT, "optim.weight_decay must be >= 0"),
+    (["data.batch_size=0"], USER_EXIT, "data.batch_size must be > 0"),
+    (["data.batch_size=-5"], USER_EXIT, "data.batch_size must be > 0"),
+    (["trainer.max_epochs=0"], USER_EXIT, "trainer.max_epochs must be >= 1"),
+    (["trainer.max_epochs=-3"], USER_EXIT, "trainer.max_epochs must be >= 1"),
+    (["trainer.precision=8"], USER_EXIT, "trainer.precision must be one of 32, bf16, 16"),
+    (["trainer.device=tpu"], USER_EXIT, "trainer.device must be auto, cpu, cuda or cuda:N"),
+    (["trainer.accumulate_grad_batches=0"], USER_EXIT, "trainer.accumulate_grad_batches must be >= 1"),
+    (["regularization.label_smoothing=1.5"], USER_EXIT, "regularization.label_smoothing must be in [0, 1)"),
+    (["mode=eval"], USER_EXIT, "ckpt must be a checkpoint path when mode=eval"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "code", "expected"), CONFIG_CASES)
+def test_bad_config_values(tmp_path: Path, overrides: list[str], code: int, expected: str) -> None:
+    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path / 'run'}", *overrides), code, expected)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu(tmp_path: Path) -> None:
+    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "trainer.device=cuda"), USER_EXIT,
+                         "no CUDA device is available")
+
+
+def test_missing_data_folder(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=mnist", f"data.root={tmp_path / 'nowhere'}")
+    assert_clean_failure(result, USER_EXIT, str(tmp_path / "nowhere"))
+
+
+def test_missing_cifar_files_name_the_folder(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=cifar10", f"data.root={tmp_path}")
+    assert_clean_failure(result, USER_EXIT, "cifar-10-batches-py")
+
+
+def _image_tree(root: Path, classes: list[str], per_class: int = 3) -> Path:
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 12), (40 * i, 80, 120)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_empty_imagefolder(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={tmp_path / 'train'}",
+                     "data.num_classes=2")
+    assert_clean_failure(result, USER_EXIT, "has no class folders")
+
+
+def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
+    train = _image_tree(tmp_path / "train", ["cat", "dog"])
+    val = _image_tree(tmp_path / "val", ["cat", "emu"])
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+                     f"data.val_dir={val}", "data.num_classes=2")
+    assert_clean_failure(result, USER_EXIT, "need the same class folders")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_names_the_file(tmp_path: Path, workers: int) -> None:
+    train = _image_tree(tmp_path / "train", ["cat", "dog"])
+    bad = train / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    common = [f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+              f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8", "data.batch_size=8",
+              f"data.num_workers={workers}", "trainer.max_epochs=1", "logger=none"]
+    assert_clean_failure(run_cli(*common), USER_EXIT, f"cannot read image {bad}")
+
+
+def test_corrupt_images_are_skipped_and_counted_when_asked(tmp_path: Path) -> None:
+    train = _image_tree(tmp_path / "train", ["cat", "dog"])
+    (train / "dog" / "broken.png").write_bytes(b"junk")
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+                     f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8", "data.batch_size=8",
+                     "data.num_workers=0", "data.skip_corrupt=true", "trainer.max_epochs=1", "logger=none")
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 unreadable image(s)" in (tmp_path / "run" / "train.log").read_text()  # train + val
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("done") / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "logger=none")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_resume_path_missing(tmp_path: Path) -> None:
+    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "trainer.resume=/no/such/file.pt"), USER_EXIT,
+                         "checkpoint not found: /no/such/file.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_or_truncated_checkpoint(finished_run: Path, tmp_path: Path, damage: str) -> None:
+    bad = tmp_path / "bad.pt"
+    data = (finished_run / "checkpoints" / "last.pt").read_bytes()
+    bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"PK\x03\x04 not a checkpoint")
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", f"trainer.resume={bad}")
+    assert_clean_failure(result, USER_EXIT, f"checkpoint {bad} is corrupt")
+
+
+def test_checkpoint_of_another_model(finished_run: Path, tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=mlp",
+                     f"trainer.resume={finished_run / 'checkpoints' / 'last.pt'}")
+    assert_clean_failure(result, USER_EXIT, "was made for another model (model._target_: checkpoint")
+
+
+def test_an_existing_run_is_not_overwritten(finished_run: Path) -> None:
+    before = {p.name: digest(p) for p in (finished_run / "checkpoints").iterdir()}
+    metrics = digest(finished_run / "metrics.csv")
+    assert_clean_failure(run_cli(f"hydra.run.dir={finished_run}", "trainer.max_epochs=1"), USER_EXIT,
+                         "already holds a run")
+    assert {p.name: digest(p) for p in (finished_run / "checkpoints").iterdir()} == before
+    assert digest(finished_run / "metrics.csv") == metrics
+
+
+def test_unwritable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_clean_failure(run_cli(f"hydra.run.dir={blocker / 'run'}"), USER_EXIT, "cannot write the run dir")
+
+
+def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(finished_run, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    before = digest(last)
+    # A file-size limit below the checkpoint's size: the write fails part-way, as on a full disk.
+    limit_kib = last.stat().st_size // 1024 // 4
+    command = (f"ulimit -f {limit_kib}; exec {sys.executable} -m trainer hydra.run.dir={run_dir} "
+               "trainer.max_epochs=2 trainer.resume=auto logger=none")
+    result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert_clean_failure(result, USER_EXIT, f"could not write {last}")
+    assert digest(last) == before
+    assert not any(p.name.endswith(".tmp") for p in last.parent.iterdir())
+
+
+def test_regularizer_the_model_does_not_have(tmp_path: Path) -> None:
+    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "regularization.stochastic_depth=0.2"), USER_EXIT,
+                         "has no stochastic_depth setting")
