@@ -54,9 +54,10 @@ def chaos(run_dir: Path, duration: float, rng: random.Random, max_attempts: int 
     for attempt in range(1, max_attempts + 1):
         proc = start(run_dir)
         graceful = graceful_first and attempt == 1
-        if graceful or (attempt < max_attempts and rng.random() < 0.6):
+        # Every trial is interrupted at least once; later attempts are interrupted half the time.
+        if graceful or attempt == 1 or (attempt < max_attempts and rng.random() < 0.5):
             try:
-                proc.wait(timeout=(0.8 if graceful else rng.uniform(0.35, 1.0)) * duration)
+                proc.wait(timeout=(0.8 if graceful else rng.uniform(0.35, 0.9)) * duration)
             except subprocess.TimeoutExpired:
                 sig = signal.SIGTERM if graceful or rng.random() < 0.3 else signal.SIGKILL
                 proc.send_signal(sig)
