@@ -47,7 +47,7 @@ def chaos(run_dir: Path, duration: float, rng: random.Random, max_attempts: int 
           graceful_first: bool = False) -> tuple[int, list[str]]:
     """Kill and restart until the run completes; returns (attempts, signals sent).
 
-    `graceful_first` makes the first interruption a SIGTERM late in the run, so the graceful path is
+    `graceful_first` makes the first interruption a SIGTERM, so the graceful path is
     always exercised at least once.
     """
     sent: list[str] = []
@@ -57,7 +57,7 @@ def chaos(run_dir: Path, duration: float, rng: random.Random, max_attempts: int 
         # Every trial is interrupted at least once; later attempts are interrupted half the time.
         if graceful or attempt == 1 or (attempt < max_attempts and rng.random() < 0.5):
             try:
-                proc.wait(timeout=(0.8 if graceful else rng.uniform(0.35, 0.9)) * duration)
+                proc.wait(timeout=(0.6 if graceful else rng.uniform(0.25, 0.75)) * duration)
             except subprocess.TimeoutExpired:
                 sig = signal.SIGTERM if graceful or rng.random() < 0.3 else signal.SIGKILL
                 proc.send_signal(sig)
