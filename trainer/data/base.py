@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, TensorDataset
 
+from trainer.data.batch_augment import BatchAugment
+from trainer.data.device_batches import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
 from trainer.data.sampler import EpochSampler
+from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
     from trainer.augment import Augment
@@ -28,33 +32,59 @@ class DataModule:
     `build(augment)` applies the augment option's ops to training images only (see trainer/augment.py);
     with no augmentation, in-memory sets return `TensorDataset`s, which `_loader` batches by indexing.
     Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py).
+    With `in_memory`, subclasses implement `tensor_splits()` instead: `train_set` and `val_set` then hold the
+    decoded (not normalised) tensors, and the loaders batch, augment and normalise them on the device.
     """
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
-                 image_size: int) -> None:
+                 image_size: int, in_memory: bool = False) -> None:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size
+        self.in_memory = in_memory
         self.classes: list[str] = [str(i) for i in range(num_classes)]
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.shuffle_train = True
+        self.batch_augment: BatchAugment | None = None
+        self._stats: tuple[list[float], list[float]] = ([], [])
+        self._worker_seeds: torch.Generator | None = None
+        self._device_train: DeviceTrainBatches | None = None
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         raise NotImplementedError
 
+    def tensor_splits(self, augment: Augment | None) -> TensorSplits:
+        """The decoded splits that `in_memory` keeps on the device (data sets that fit in memory only)."""
+        raise ConfigError(f"data.in_memory=true is not supported by {type(self).__name__}: its images are "
+                          "decoded per sample; set data.in_memory=false")
+
     def setup(self, augment: Augment | None = None) -> None:
-        self.train_set, self.val_set = self.build(augment)
+        if not self.in_memory:
+            self.train_set, self.val_set = self.build(augment)
+            return
+        self.batch_augment = BatchAugment.from_augment(augment, self.image_size)  # fails before any decoding
+        splits = self.tensor_splits(augment)
+        self.train_set = TensorDataset(splits.train_images, splits.train_labels)
+        self.val_set = TensorDataset(splits.val_images, splits.val_labels)
+        self._stats = (list(splits.mean), list(splits.std))
 
     def overfit(self, num_batches: int) -> None:
-        """Train and validate on the same first `num_batches` training batches, in a fixed order."""
-        subset = Subset(self.train_set, range(min(len(self.train_set), num_batches * self.batch_size)))
+        """Train and validate on the same first `num_batches` training batches, in a fixed order.
+
+        With `in_memory` the val batches are these images without augmentation.
+        """
+        count = min(len(self.train_set), num_batches * self.batch_size)
+        if self.in_memory:
+            subset = TensorDataset(*(tensor[:count] for tensor in self.train_set.tensors))
+        else:
+            subset = Subset(self.train_set, range(count))
         self.train_set = self.val_set = subset
         self.shuffle_train = False
 
-    def _loader(self, dataset: Dataset, sampler: Sampler, pin_memory: bool,
+    def _loader(self, dataset: Dataset, sampler: Sampler | Iterable[int], pin_memory: bool,
                 generator: torch.Generator) -> DataLoader:
         """Every loader gets its own generator: creating an iterator draws a worker seed from it, and
         drawing from the global RNG instead would shift dropout and mixup after a mid-epoch resume."""
@@ -67,16 +97,44 @@ class DataModule:
             num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=pin_memory,
             persistent_workers=self.num_workers > 0, drop_last=False)
 
-    def train_loader(self, seed: int, pin_memory: bool = False) -> DataLoader:
-        """Shuffled by `self.train_sampler`; call `set_train_epoch` before each epoch."""
-        self.train_sampler = EpochSampler(len(self.train_set), self.batch_size, self.shuffle_train, seed)
+    def train_loader(self, seed: int, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
+                     world_size: int = 1) -> DataLoader | DeviceTrainBatches:
+        """Shuffled by `self.train_sampler`, this rank's shard only; call `set_train_epoch` before each epoch.
+
+        `device` is where `in_memory` batches are made (None: the CPU); the DataLoader path ignores it.
+        """
+        self.train_sampler = EpochSampler(len(self.train_set), self.batch_size, self.shuffle_train, seed, rank,
+                                          world_size)
+        if self.in_memory:
+            images, labels = (tensor.to(device or "cpu") for tensor in self.train_set.tensors)
+            self._worker_seeds = None
+            self._device_train = DeviceTrainBatches(images, labels, self._normalizer(device), self.batch_size,
+                                                    self.train_sampler, self.batch_augment)
+            return self._device_train
+        self._device_train = None
         self._worker_seeds = torch.Generator()
         return self._loader(self.train_set, self.train_sampler, pin_memory, self._worker_seeds)
 
     def set_train_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix the epoch's batch order (and loader-worker seeds) from (seed, epoch); start at `start_batch`."""
+        if self._device_train is not None:
+            self._device_train.set_epoch(epoch, start_batch)
+            return
         self.train_sampler.set_epoch(epoch, start_batch)
-        self._worker_seeds.manual_seed(self.train_sampler.epoch_generator().initial_seed() + 1)
+        # Ranks other than 0 seed their workers apart, so that their augmentations are not the same draws.
+        worker_seed = self.train_sampler.epoch_generator().initial_seed() + 1 + (self.train_sampler.rank << 32)
+        self._worker_seeds.manual_seed(worker_seed % 2**64)
 
-    def val_loader(self, pin_memory: bool = False) -> DataLoader:
-        return self._loader(self.val_set, SequentialSampler(self.val_set), pin_memory, torch.Generator())
+    def val_loader(self, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
+                   world_size: int = 1) -> DataLoader | DeviceValBatches:
+        """The val set in order; with `world_size` > 1, rank r gets samples r, r + world_size, ... (no padding)."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
+        if self.in_memory:
+            images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in self.val_set.tensors)
+            return DeviceValBatches(images, labels, self._normalizer(device), self.batch_size)
+        sampler = SequentialSampler(self.val_set) if world_size == 1 else range(rank, len(self.val_set), world_size)
+        return self._loader(self.val_set, sampler, pin_memory, torch.Generator())
+
+    def _normalizer(self, device: torch.device | None) -> Normalizer:
+        return Normalizer(*self._stats, torch.device(device or "cpu"))

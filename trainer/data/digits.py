@@ -2,7 +2,8 @@
 
 Pixels stay float, normalised with the train split's mean/std, in TensorDatasets batched by indexing. With
 augmentation the training pixels are quantised to uint8 (an error of at most 1/510) so that every augment op,
-AutoAugment included, can run on them per sample.
+AutoAugment included, can run on them per sample. With `in_memory` the same pixels (float, or uint8 when
+augmenting) go to the training device and are normalised there per batch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from trainer.data.base import DataModule
+from trainer.data.device_batches import TensorSplits
 from trainer.data.transformed import TransformedDataset
 from trainer.data.transforms import train_transform
 from trainer.errors import DataError
@@ -78,7 +80,21 @@ class DigitsDataModule(DataModule):
         if augment is None:
             return TensorDataset(normalised[train_idx], labels[train_idx]), val
 
-        pixels_u8 = images[train_idx].mul(255).round_().clamp_(0, 255).to(torch.uint8)
         channels = self.in_channels
         transform = train_transform(augment, [mean.item()] * channels, [std.item()] * channels)
-        return TransformedDataset(TensorDataset(pixels_u8, labels[train_idx]), transform), val
+        return TransformedDataset(TensorDataset(quantise(images[train_idx]), labels[train_idx]), transform), val
+
+    def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
+        """For `in_memory`: float pixels in [0, 1], the training ones quantised to uint8 as `build` does when
+        augmenting, and the train split's mean/std (normalisation happens per batch on the device)."""
+        images, labels, train_idx, val_idx = self.split()
+        mean, std = images[train_idx].mean().item(), images[train_idx].std().item()
+        train = images[train_idx] if augment is None else quantise(images[train_idx])
+        channels = self.in_channels
+        return TensorSplits(train, labels[train_idx], images[val_idx], labels[val_idx], [mean] * channels,
+                            [std] * channels)
+
+
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float pixels as uint8 (an error of at most 1/510), the dtype every augment op takes."""
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import DataModule
+from trainer.data.device_batches import TensorSplits
 from trainer.data.transforms import eval_transform, train_transform
 
 if TYPE_CHECKING:
@@ -32,3 +34,19 @@ class FakeDataModule(DataModule):
         val = FakeData(self.val_size, shape, self.num_classes, transform=eval_transform(mean, std),
                        random_offset=self.train_size)
         return train, val
+
+    def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
+        """For `in_memory`: FakeData's images decoded once into uint8 tensors (the same pixels `build` serves)."""
+        from torchvision.datasets import FakeData
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        shape = (self.in_channels, self.image_size, self.image_size)
+
+        def decode(size: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+            samples = FakeData(size, shape, self.num_classes, random_offset=offset)
+            pairs = [samples[i] for i in range(size)]
+            return (torch.stack([pil_to_tensor(image) for image, _ in pairs]),
+                    torch.tensor([int(label) for _, label in pairs], dtype=torch.int64))
+
+        mean, std = [MEAN] * self.in_channels, [STD] * self.in_channels
+        return TensorSplits(*decode(self.train_size, 0), *decode(self.val_size, self.train_size), mean, std)

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import DataModule
+from trainer.data.device_batches import TensorSplits
 from trainer.data.transforms import image_tensor_sets, match_channels, resize_images
 from trainer.errors import DataError
 
@@ -31,7 +32,8 @@ class DecodedSplits:
 class InMemoryDataModule(DataModule):
     """Subclasses name their option, mean/std and `decode()`; the official test split is the val set.
 
-    Images are resized to `image_size` and grey ones repeated to `in_channels` once, at load time.
+    Images are resized to `image_size` and grey ones repeated to `in_channels` once, at load time; with
+    `in_memory` they stay uint8 and go to the training device as they are (see device_batches.py).
     """
 
     option = ""
@@ -47,6 +49,12 @@ class InMemoryDataModule(DataModule):
         raise NotImplementedError
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+        splits = self.tensor_splits(augment)
+        return image_tensor_sets(splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
+                                 splits.mean, splits.std, augment)
+
+    def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
+        """The decoded uint8 splits at image_size and in_channels, and the set's mean/std per channel."""
         splits = self.decode()
         if len(splits.classes) != self.num_classes:
             raise DataError(f"data={self.option} has {len(splits.classes)} classes but data.num_classes="
@@ -59,5 +67,5 @@ class InMemoryDataModule(DataModule):
         def prepare(images: torch.Tensor) -> torch.Tensor:
             return match_channels(resize_images(images, self.image_size), channels)
 
-        return image_tensor_sets(prepare(splits.train_images), splits.train_labels, prepare(splits.val_images),
-                                 splits.val_labels, mean, std, augment)
+        return TensorSplits(prepare(splits.train_images), splits.train_labels, prepare(splits.val_images),
+                            splits.val_labels, mean, std)

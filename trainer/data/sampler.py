@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -13,13 +14,21 @@ class EpochSampler(Sampler[int]):
 
     A run resumed mid-epoch calls `set_epoch(epoch, start_batch)` and sees exactly the batches the
     interrupted run had not yet trained on, without drawing from any other random number generator.
+    With `world_size` > 1 it shards like DistributedSampler: every rank draws the same permutation, pads it
+    to a multiple of `world_size` by repeating its first indices, and takes every `world_size`-th one from
+    `rank` on; `start_batch` then counts batches of the rank's shard.
     """
 
-    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
         self.length = length
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -31,12 +40,28 @@ class EpochSampler(Sampler[int]):
         """A generator seeded for this epoch (also used to seed loader workers)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
-    def __iter__(self) -> Iterator[int]:
+    @property
+    def shard_size(self) -> int:
+        """Samples per rank and epoch: the padded epoch divided by `world_size`."""
+        return math.ceil(self.length / self.world_size)
+
+    def global_positions(self) -> torch.Tensor:
+        """Each shard entry's position in the epoch's (unpadded) order: the padding repeats positions 0, 1, ..."""
+        padded = torch.arange(self.rank, self.shard_size * self.world_size, self.world_size)
+        return padded % max(self.length, 1)
+
+    def epoch_order(self) -> torch.Tensor:
+        """This rank's indices for the whole epoch (ignoring `start_batch`), as an int64 CPU tensor."""
         if self.shuffle:
             order = torch.randperm(self.length, generator=self.epoch_generator())
         else:
             order = torch.arange(self.length)
-        return iter(order[self.start_batch * self.batch_size:].tolist())
+        if self.world_size == 1:
+            return order
+        return order[self.global_positions()]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_order()[self.start_batch * self.batch_size:].tolist())
 
     def __len__(self) -> int:
-        return max(self.length - self.start_batch * self.batch_size, 0)
+        return max(self.shard_size - self.start_batch * self.batch_size, 0)

@@ -9,6 +9,8 @@ from omegaconf import MISSING, SI
 
 from trainer.schema.checks import require
 
+IN_MEMORY_OPTIONS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100")
+
 
 @dataclass
 class DataConfig:
@@ -18,6 +20,7 @@ class DataConfig:
     num_classes: int = MISSING
     in_channels: int = MISSING
     image_size: int = MISSING
+    in_memory: bool = False  # decode once onto the training device; batch and augment there (see device_batches.py)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
@@ -122,6 +125,8 @@ class ImageFolderConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.in_channels in (1, 3), "in_channels", "1 (grey) or 3 (RGB)", self.in_channels)
+        require(not self.in_memory, "in_memory", "false for imagefolder, whose images are decoded per sample "
+                f"(in_memory=true suits {', '.join(IN_MEMORY_OPTIONS)})", self.in_memory)
         require(0.0 < self.val_fraction < 1.0, "val_fraction", "in (0, 1)", self.val_fraction)
         require(0.0 < self.crop_fraction <= 1.0, "crop_fraction", "in (0, 1]", self.crop_fraction)
         for key in ("mean", "std"):

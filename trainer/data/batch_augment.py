@@ -1,0 +1,140 @@
+"""`augment=basic` as batched tensor ops, for `data.in_memory=true`: crop, flip and erase whole batches at once.
+
+Same semantics as the per-sample v2 pipeline: `RandomCrop(size, padding=p)` with zero padding (offsets uniform
+on 0..2p per axis), then `RandomHorizontalFlip(p)`, then conversion and normalisation, then `RandomErasing`
+(torchvision's defaults: scale 0.02..0.33, ratio 0.3..3.3, up to 10 tries, value 0). The random numbers for a
+whole epoch are drawn up front from one generator, one row per position in the epoch's order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from trainer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trainer.augment import Augment
+
+SUPPORTED = ("none", "basic")
+ERASE_SCALE = (0.02, 0.33)
+ERASE_RATIO = (0.3, 3.3)
+ERASE_TRIES = 10
+
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """One epoch's random numbers, row p for position p of the epoch's order (None: that op is off)."""
+
+    offsets: torch.Tensor | None  # n x 2 int64: crop (top, left) in the padded image, each in 0..2p
+    flips: torch.Tensor | None  # n bool
+    erase: torch.Tensor | None  # n x 4 int64: (top, left, height, width) of the erased box; height 0: none
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """Crop padding, flip probability and erasing probability; all zero means no augmentation."""
+
+    image_size: int
+    padding: int = 0
+    flip: float = 0.0
+    erasing: float = 0.0
+
+    @classmethod
+    def from_augment(cls, augment: Augment | None, image_size: int) -> BatchAugment:
+        """The batched form of `augment=none` or `augment=basic`; a ConfigError for any other option."""
+        if augment is None:
+            return cls(image_size)
+        if augment.name != "basic":
+            raise ConfigError(f"augment={augment.name} cannot run with data.in_memory=true, which supports "
+                              f"augment={' and augment='.join(SUPPORTED)} only; choose one of those, or set "
+                              "data.in_memory=false")
+        from torchvision.transforms import v2
+
+        padding, flip = 0, 0.0
+        for op in augment.ops:
+            if isinstance(op, v2.RandomCrop) and _plain_crop(op, image_size):
+                padding = op.padding[0] if op.padding else 0
+            elif isinstance(op, v2.RandomHorizontalFlip):
+                flip = float(op.p)
+            else:
+                raise ConfigError(f"data.in_memory=true cannot run {op} on the device (it runs a zero-padded "
+                                  f"{image_size}x{image_size} RandomCrop and RandomHorizontalFlip); "
+                                  "set data.in_memory=false")
+        return cls(image_size, padding, flip, float(augment.erasing))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.padding or self.flip or self.erasing)
+
+    def draw(self, n: int, generator: torch.Generator) -> EpochDraws:
+        """Random numbers for `n` positions, on the generator's device, always drawn in the same order."""
+        device = generator.device
+        offsets = flips = erase = None
+        if self.padding:
+            offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator, device=device)
+        if self.flip:
+            flips = torch.rand(n, generator=generator, device=device) < self.flip
+        if self.erasing:
+            erase = self._draw_erasing(n, generator)
+        return EpochDraws(offsets, flips, erase)
+
+    def _draw_erasing(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """RandomErasing's box per position: the first of 10 tries (area, aspect ratio) that fits, if any."""
+        device, size = generator.device, self.image_size
+        apply = torch.rand(n, generator=generator, device=device) < self.erasing
+        area = size * size * torch.empty(n, ERASE_TRIES, device=device).uniform_(*ERASE_SCALE, generator=generator)
+        log_ratio = torch.empty(n, ERASE_TRIES, device=device).uniform_(
+            math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), generator=generator)
+        heights = torch.sqrt(area * log_ratio.exp()).round().long()
+        widths = torch.sqrt(area / log_ratio.exp()).round().long()
+        fits = (heights < size) & (widths < size)
+        first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
+        found = apply & fits.any(dim=1)
+        height = heights.gather(1, first).squeeze(1) * found
+        width = widths.gather(1, first).squeeze(1) * found
+        corner = torch.rand(n, 2, generator=generator, device=device)
+        top = (corner[:, 0] * (size - height + 1)).floor().long().clamp_(max=size - height)
+        left = (corner[:, 1] * (size - width + 1)).floor().long().clamp_(max=size - width)
+        return torch.stack([top, left, height, width], dim=1)
+
+    def crop_flip(self, images: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
+                  ) -> torch.Tensor:
+        """B x C x H x W images (any dtype) padded with zeros once, then gathered at per-sample offsets."""
+        if offsets is None and flips is None:
+            return images
+        batch, channels, height, width = images.shape
+        device = images.device
+        rows = torch.arange(height, device=device).expand(batch, height)
+        cols = torch.arange(width, device=device).expand(batch, width)
+        if offsets is not None:
+            images = F.pad(images, (self.padding,) * 4)
+            rows = rows + offsets[:, :1]
+            cols = cols + offsets[:, 1:]
+        if flips is not None:
+            cols = torch.where(flips[:, None], cols.flip(1), cols)
+        index_b = torch.arange(batch, device=device).view(-1, 1, 1, 1)
+        index_c = torch.arange(channels, device=device).view(1, -1, 1, 1)
+        return images[index_b, index_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+    @staticmethod
+    def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Zero each sample's (top, left, height, width) box of normalised B x C x H x W images, in place."""
+        height, width = images.shape[-2:]
+        rows = torch.arange(height, device=images.device)
+        cols = torch.arange(width, device=images.device)
+        top, left, box_h, box_w = boxes.unbind(1)
+        in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+        in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+        return images.masked_fill_((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
+
+
+def _plain_crop(op, image_size: int) -> bool:
+    """A v2.RandomCrop that `crop_flip` reproduces: square output, equal zero padding on every side."""
+    padding = op.padding or [0]
+    return (tuple(op.size) == (image_size, image_size) and not op.pad_if_needed and op.padding_mode == "constant"
+            and op.fill == 0 and len(set(padding)) == 1)
