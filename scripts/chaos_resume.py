@@ -44,22 +44,22 @@ def run_to_end(run_dir: Path) -> float:
 
 
 def chaos(run_dir: Path, duration: float, rng: random.Random, max_attempts: int = 25,
-          graceful_first: bool = False) -> tuple[int, list[str]]:
+          first: signal.Signals | None = None) -> tuple[int, list[str]]:
     """Kill and restart until the run completes; returns (attempts, signals sent).
 
-    `graceful_first` makes the first interruption a SIGTERM, so the graceful path is
-    always exercised at least once.
+    `first` fixes the first interruption's signal (SIGTERM: the graceful path; SIGKILL: a hard kill);
+    later ones are SIGTERM 30% of the time, SIGKILL otherwise.
     """
     sent: list[str] = []
     for attempt in range(1, max_attempts + 1):
         proc = start(run_dir)
-        graceful = graceful_first and attempt == 1
+        fixed = first if attempt == 1 else None
         # Every trial is interrupted at least once; later attempts are interrupted half the time.
-        if graceful or attempt == 1 or (attempt < max_attempts and rng.random() < 0.5):
+        if attempt == 1 or (attempt < max_attempts and rng.random() < 0.5):
             try:
-                proc.wait(timeout=(0.6 if graceful else rng.uniform(0.25, 0.75)) * duration)
+                proc.wait(timeout=(0.6 if fixed == signal.SIGTERM else rng.uniform(0.25, 0.75)) * duration)
             except subprocess.TimeoutExpired:
-                sig = signal.SIGTERM if graceful or rng.random() < 0.3 else signal.SIGKILL
+                sig = fixed or (signal.SIGTERM if rng.random() < 0.3 else signal.SIGKILL)
                 proc.send_signal(sig)
                 sent.append(sig.name)
         _, err = proc.communicate()
@@ -89,6 +89,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the run dirs")
+    parser.add_argument("--first", choices=("SIGTERM", "SIGKILL"), default="SIGTERM",
+                        help="the first trial's first interruption (default SIGTERM: the graceful path)")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -98,7 +100,7 @@ def main() -> int:
         identical = 0
         for trial in range(1, args.trials + 1):
             run_dir = workdir / f"trial-{trial}"
-            attempts, sent = chaos(run_dir, duration, rng, graceful_first=trial == 1)
+            attempts, sent = chaos(run_dir, duration, rng, first=signal.Signals[args.first] if trial == 1 else None)
             ok, why = same_result(workdir / "reference", run_dir)
             identical += ok
             print(f"trial {trial}: {attempts} attempt(s), signals {','.join(sent) or 'none'}: "

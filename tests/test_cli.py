@@ -24,7 +24,7 @@ def csv_rows(path: Path) -> list[dict]:
 def digits_run(tmp_path_factory) -> Path:
     """One real 2-epoch run on digits, shared by the tests that inspect what a run leaves."""
     run_dir = tmp_path_factory.mktemp("digits") / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", *FAST, report=True)
+    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "logger.graph=true", *FAST, report=True)
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -59,6 +59,13 @@ def test_tensorboard_scalars_are_readable(digits_run: Path) -> None:
     val_acc = [e.value for e in events.Scalars("val/acc")]
     rows = csv_rows(digits_run / "metrics.csv")
     assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-6)
+    assert events.Tags()["graph"]  # logger.graph=true
+
+
+def test_the_model_graph_is_off_by_default() -> None:
+    from tests.conftest import compose
+
+    assert compose().logger.graph is False
 
 
 def test_checkpoints_load_weights_only_with_a_plain_config(digits_run: Path) -> None:
@@ -102,16 +109,6 @@ def test_an_existing_run_is_never_overwritten(digits_run: Path) -> None:
     assert result.returncode == 2
     assert "already holds a run" in result.stderr
     assert (digits_run / "checkpoints" / "last.pt").read_bytes() == before
-
-
-def test_multirun_puts_each_job_in_its_own_dir(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    result = run_cli("-m", "optim=sgd,adamw", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", *FAST)
-    assert result.returncode == 0, result.stderr
-    optimizers = [read_json(sweep / job / "summary.json") for job in ("0", "1")]
-    assert [s["epochs"] for s in optimizers] == [1, 1]
-    composed = [(sweep / job / ".hydra" / "config.yaml").read_text() for job in ("0", "1")]
-    assert "torch.optim.SGD" in composed[0] and "torch.optim.AdamW" in composed[1]
 
 
 def test_fast_dev_run_runs_one_batch_and_saves_nothing(tmp_path: Path) -> None:

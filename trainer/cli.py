@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trainer.errors import TrainerError
+from trainer.hydra_callbacks import FailedJob
 from trainer.schema import register_configs, validate
 
 log = logging.getLogger("trainer")
@@ -59,20 +60,81 @@ def run(cfg: DictConfig, run_dir: Path) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_task(cfg: DictConfig) -> float | None:
+def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
+    limit_threads(cfg.trainer.get("num_threads"), hydra_cfg.launcher)
+    if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        try:
+            return run(cfg, Path(hydra_cfg.runtime.output_dir))
+        except Exception as err:  # the sweep records this job as failed and carries on with the others
+            log.exception("job failed")
+            message = one_line(err) if isinstance(err, TrainerError) else f"{type(err).__name__}: {err}"
+            return FailedJob(message.splitlines()[0] if message else type(err).__name__)
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir))
     except TrainerError as err:
         log.error("%s", err)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # a sweep records the failed job and carries on with the others
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
 
 
+def limit_threads(num_threads: int | None, launcher: DictConfig) -> None:
+    """`trainer.num_threads`, or under the joblib launcher each job's fair share of the CPU cores."""
+    if num_threads is None and "joblib" in str(launcher.get("_target_", "")).lower():
+        jobs = int(launcher.get("n_jobs") or 1)
+        cores = os.cpu_count() or 1
+        num_threads = max(1, cores // (cores if jobs < 1 else min(jobs, cores)))
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
+def quiet_secondary_ranks(argv: list[str]) -> list[str]:
+    """Under torchrun only rank 0 writes the run dir and logs; the other ranks learn its path at start-up."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        return [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
+                "hydra.run.dir=."]
+    return argv
+
+
+HELP_HIDDEN_GROUPS = ("hydra", "local")
+
+
+def print_help(overrides: list[str]) -> None:
+    """The `--help` page: header, config groups and options, the composed config, footer.
+
+    Hydra builds the same page but copies its whole config repository once per group listed (seconds,
+    with a schema per option); reading the group folders of configs/ directly answers at once.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    except Exception as err:  # an unknown option or key among the overrides
+        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    help_cfg = cfg.hydra.help
+    with open_dict(cfg):
+        del cfg["hydra"]
+    groups = sorted(d for d in Path(CONFIG_DIR).iterdir() if d.is_dir() and d.name not in HELP_HIDDEN_GROUPS)
+    lines = [f"{d.name}: {', '.join(sorted(f.stem for f in d.glob('*.yaml')))}" for d in groups]
+    print(f"{help_cfg.header}\n== Configuration groups ==\nCompose your configuration from those groups "
+          f"(group=option)\n\n" + "\n".join(lines) + "\n\n== Config ==\nOverride anything in the config "
+          f"(foo.bar=value)\n\n{OmegaConf.to_yaml(cfg)}\n{help_cfg.footer}")
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    if ("--help" in args or "-h" in args) and "--hydra-help" not in args:
+        print_help([a for a in args if a not in ("--help", "-h")])
+        return
+    sys.argv = quiet_secondary_ranks(sys.argv)
     _hydra_task()

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from matplotlib.figure import Figure
     from torch import nn
 
 
 class TensorBoardLogger:
     """Scalars, figures, image grids and hparams to TensorBoard event files under `<run dir>/<log_dir>`."""
 
-    def __init__(self, run_dir: str, log_dir: str = "tb") -> None:
+    def __init__(self, run_dir: str, log_dir: str = "tb", graph: bool = False) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        self.graph = graph
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / log_dir))
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
@@ -24,13 +24,8 @@ class TensorBoardLogger:
             self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
-    def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
-        """A matplotlib figure as an image (the figure is left open; the caller closes it)."""
-        self.writer.add_figure(tag, figure, step, close=False)
-        self.writer.flush()
-
     def log_images(self, tag: str, images: torch.Tensor, step: int = 0) -> None:
-        """N x C x H x W floats in [0, 1] (or one C x H x W grid) as an image."""
+        """N x C x H x W floats in [0, 1] as a grid, or one C x H x W image (floats in [0, 1] or uint8)."""
         if images.dim() == 4:
             from torchvision.utils import make_grid
 
@@ -57,13 +52,10 @@ class TensorBoardLogger:
 class NullLogger:
     """Logs nothing (metrics.csv and summary.json are written regardless)."""
 
-    def __init__(self, run_dir: str, log_dir: str = "") -> None:
-        pass
+    def __init__(self, run_dir: str, log_dir: str = "", graph: bool = False) -> None:
+        self.graph = False
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
-        pass
-
-    def log_figure(self, tag: str, figure: Figure, step: int = 0) -> None:
         pass
 
     def log_images(self, tag: str, images: torch.Tensor, step: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -28,13 +29,20 @@ class NonFiniteLoss(TrainerError):
         self.batch = batch
 
 
+def local_finite(loss: torch.Tensor) -> bool:
+    """Whether this process's loss is finite (reads it on the host: a sync on CUDA)."""
+    return bool(torch.isfinite(loss))
+
+
 def train_epoch(model: nn.Module, batches: Batches, regularization: Regularization,
                 optimizer: torch.optim.Optimizer, scheduler: Scheduler, scaler: torch.amp.GradScaler,
                 precision: Precision, *, grad_clip_norm: float | None = None, accumulate: int = 1,
                 ema: AveragedModel | None = None, skip_nonfinite: bool = False, log_every: int = 20,
                 stats: RunningStats | None = None, start_batch: int = 0,
                 on_step: Callable[[int, float | None], None] = lambda done, loss: None,
-                after_step: Callable[[int, RunningStats], None] = lambda done, stats: None) -> EpochStats:
+                after_step: Callable[[int, RunningStats], None] = lambda done, stats: None,
+                is_finite: Callable[[torch.Tensor], bool] | None = local_finite,
+                memory_format: torch.memory_format = torch.preserve_format) -> EpochStats:
     """forward -> loss -> backward, and every `accumulate` batches: clip -> step -> scheduler -> EMA.
 
     Loss and accuracy are summed on the device; the host reads them only every `log_every` batches.
@@ -42,6 +50,8 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
     done, stats)` runs after every optimizer step (the place to checkpoint or stop). A non-finite loss
     raises NonFiniteLoss, or with `skip_nonfinite` drops that batch and counts it in `stats.skipped`.
     `EpochStats.steps` counts optimizer steps (a partial accumulation at the end of the epoch steps too).
+    `is_finite(loss)` runs every batch (a host sync; under DDP an all-reduce so ranks agree); with None the
+    loss is checked only where the host reads it anyway, every `log_every` batches and at the end.
     """
     device = precision.device
     model.train()
@@ -63,12 +73,12 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
     optimizer.zero_grad(set_to_none=True)
     batch = start_batch
     for batch, (inputs, targets) in enumerate(batches, start=start_batch + 1):
-        inputs = inputs.to(device, non_blocking=True)
+        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         inputs, mixed_targets = regularization.mix(inputs, targets)
         with precision.autocast():
             logits, loss = forward_with_aux(model, inputs, mixed_targets, regularization.loss)
-        if not torch.isfinite(loss):
+        if is_finite is not None and not is_finite(loss):
             if not skip_nonfinite:
                 raise NonFiniteLoss(batch)
             stats.skipped += 1
@@ -81,14 +91,24 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
             optimizer_step()
             optimizer_steps, pending = optimizer_steps + 1, 0
             after_step(batch, stats)
-        on_step(batch, stats.mean_loss() if batch % log_every == 0 else None)
+        if batch % log_every == 0:
+            mean_loss = stats.mean_loss()
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLoss(batch)
+            on_step(batch, mean_loss)
+        else:
+            on_step(batch, None)
     if pending:
         optimizer_step()
         optimizer_steps += 1
         after_step(batch, stats)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return replace(stats.snapshot(time.perf_counter() - start), steps=optimizer_steps)
+    epoch_stats = replace(stats.snapshot(time.perf_counter() - start), steps=optimizer_steps)
+    if not math.isfinite(epoch_stats.loss):
+        raise NonFiniteLoss(batch)
+    return epoch_stats
+
 
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers' losses
@@ -108,13 +128,14 @@ def forward_with_aux(model: nn.Module, inputs: torch.Tensor, targets: Any,
 
 
 @torch.inference_mode()
-def validate(model: nn.Module, batches: Batches, criterion: nn.Module, precision: Precision) -> EpochStats:
+def validate(model: nn.Module, batches: Batches, criterion: nn.Module, precision: Precision,
+             memory_format: torch.memory_format = torch.preserve_format) -> EpochStats:
     device = precision.device
     model.eval()
     stats = RunningStats(device)
     start = time.perf_counter()
     for inputs, targets in batches:
-        inputs = inputs.to(device, non_blocking=True)
+        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(inputs)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from matplotlib.figure import Figure
 
@@ -30,9 +31,27 @@ def new_figure(width: float, height: float, columns: int = 1, rows: int = 1):
     return figure, axes
 
 
+def render(figure: Figure) -> np.ndarray:
+    """The figure drawn once by Agg, as H x W x 4 uint8 RGBA pixels (for a PNG file and TensorBoard alike)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())
+
+
 def save_figure(figure: Figure, path: Path) -> Path:
+    save_pixels(render(figure), path)
+    return path
+
+
+def save_pixels(pixels: np.ndarray, path: Path) -> Path:
+    """Write rendered RGBA pixels as a PNG."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    Image.fromarray(pixels).save(path)
     return path
 
 

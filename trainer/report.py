@@ -17,7 +17,7 @@ from torch import nn
 
 from trainer.checkpoint import atomic_write, load_checkpoint
 from trainer.classification import confusion_matrix, per_class_metrics
-from trainer.plots import confusion_figure, curves_figure, samples_figure, save_figure
+from trainer.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
 from trainer.runtime import Precision
 
 NUM_SAMPLES = 16
@@ -45,12 +45,10 @@ def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, val_b
     shown = min(NUM_SAMPLES, len(samples))
     figures["val_samples"] = samples_figure(samples[:shown], [classes[i] for i in predicted[:shown].tolist()],
                                             [classes[i] for i in targets[:shown].tolist()])
-    for name, figure in figures.items():
-        written[name] = save_figure(figure, run_dir / f"{name}.png")
-    logger.log_figure("report/confusion_matrix", figures["confusion_matrix"])
-    logger.log_figure("report/val_samples", figures["val_samples"])
-    if "curves" in figures:
-        logger.log_figure("report/curves", figures["curves"])
+    for name, figure in figures.items():  # drawn once: the same pixels go to the PNG and to TensorBoard
+        pixels = render(figure)
+        written[name] = save_pixels(pixels, run_dir / f"{name}.png")
+        logger.log_images(f"report/{name}", torch.from_numpy(pixels[..., :3].copy()).permute(2, 0, 1))
     if log_graph and len(samples):
         logger.log_graph(model, samples[:1].to(precision.device))
     logger.log_hparams(flat_hparams(cfg), final_metrics(history, predicted, targets))

@@ -87,3 +87,24 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """NHWC (`channels_last`) for convnets under AMP on tensor-core GPUs; otherwise keep tensors as they are."""
+    return torch.channels_last if channels_last else torch.preserve_format
+
+
+def compile_model(model: torch.nn.Module, enabled: bool, mode: str = "default",
+                  backend: str = "inductor") -> torch.nn.Module:
+    """`torch.compile(model)` when enabled (compilation happens at the first batch), else the model itself.
+
+    `mode` tunes the inductor backend; other backends (`aot_eager` traces without generating code) ignore it.
+    """
+    if not enabled:
+        return model
+    return torch.compile(model, mode=mode if backend == "inductor" else None, backend=backend)
+
+
+def is_compile_error(err: BaseException) -> bool:
+    """Whether `err` came from torch.compile's tracing or code generation (not from the model's own code)."""
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -20,9 +21,17 @@ from trainer import __version__
 from trainer.build import build_data, build_model, count_parameters
 from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
 from trainer.console import RunConsole, write_config_tree
+from trainer.distributed import (
+    Distributed,
+    init_distributed,
+    shared_run_dir,
+    shutdown_distributed,
+    weights_digest,
+    wrap_model,
+)
 from trainer.ema import create_ema
 from trainer.errors import CheckpointError, ConfigError, TrainerError
-from trainer.loop import NonFiniteLoss, train_epoch, validate
+from trainer.loop import NonFiniteLoss, local_finite, train_epoch, validate
 from trainer.metrics import RunningStats
 from trainer.optim import create_optimizer, create_scheduler
 from trainer.preemption import Preempted, StopSignals
@@ -31,7 +40,10 @@ from trainer.report import write_run_report
 from trainer.runtime import (
     Precision,
     capture_rng_state,
+    compile_model,
     configure_determinism,
+    is_compile_error,
+    memory_format,
     restore_rng_state,
     seed_everything,
     select_device,
@@ -96,12 +108,25 @@ def apply_regularization_to_model(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train in this process, or as one rank of a `torchrun` job (then rank 0 writes every file)."""
+    ctx, device = init_distributed(cfg.trainer.device)
+    try:
+        return _train(cfg, shared_run_dir(ctx, run_dir), ctx, device)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.device | None) -> float:
     wall_start = time.perf_counter()
     tcfg = cfg.trainer
-    console = RunConsole(tcfg.progress)
+    console = RunConsole(tcfg.progress if ctx.is_main else "none")
     resume_path = resolve_resume(tcfg.resume, run_dir)
     refuse_to_overwrite(run_dir, tcfg.resume, resume_path)
-    console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
+    if ctx.enabled and tcfg.skip_nonfinite:
+        raise ConfigError("trainer.skip_nonfinite=true is not supported under torchrun (every rank must take "
+                          "the same steps); leave it false")
+    if ctx.is_main:
+        console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     apply_regularization_to_model(cfg)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -109,12 +134,16 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         check_model_config(checkpoint["config"]["model"], model_cfg, resume_path)
 
     # ---- set-up: seeds, device, data, model, optimisation
-    seed_everything(cfg.seed)
-    device = select_device(tcfg.device)
+    seed_everything(cfg.seed + ctx.rank)  # own dropout/mixup draws per rank; DDP copies rank 0's initial weights
+    device = rank_device or select_device(tcfg.device)
     configure_determinism(tcfg.deterministic, device)
     precision = Precision(tcfg.precision, device)
+    fmt = memory_format(tcfg.channels_last)
     datamodule = build_data(cfg)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model)
+    if ctx.enabled and tcfg.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=fmt)  # the module whose weights are saved
     optimizer = create_optimizer(cfg.optim, model)
     regularization = instantiate(cfg.regularization)
     val_criterion = nn.CrossEntropyLoss()
@@ -130,14 +159,20 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             ema.load_state_dict(checkpoint["ema"])
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
-        restore_rng_state(checkpoint["rng"])
+        rank_rng = checkpoint.get("rank_rng") or [checkpoint["rng"]]
+        restore_rng_state(rank_rng[ctx.rank] if ctx.rank < len(rank_rng) else checkpoint["rng"])
         position = f"epoch {state.epoch}" + (f", batch {state.batch_in_epoch} of epoch {state.epoch + 1}"
                                              if state.batch_in_epoch else "")
         console.info(f"Resumed from {resume_path} after {position} (step {state.global_step})")
 
+    # The model that trains: DDP-wrapped under torchrun, then compiled when asked.
+    train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
+                                tcfg.compile_backend)
+    finite_check = (ctx.all_finite if ctx.enabled else local_finite) if tcfg.check_nonfinite_every_step else None
     pin_memory = device.type == "cuda"
-    train_loader = datamodule.train_loader(cfg.seed, pin_memory)
-    val_loader = datamodule.val_loader(pin_memory)
+    train_loader = datamodule.train_loader(cfg.seed, pin_memory, device=device, rank=ctx.rank,
+                                           world_size=ctx.world_size)
+    val_loader = datamodule.val_loader(pin_memory, device=device, rank=ctx.rank, world_size=ctx.world_size)
     train_steps = min(len(train_loader), tcfg.limit_train_batches or len(train_loader))
     val_steps = min(len(val_loader), tcfg.limit_val_batches or len(val_loader))
     optimizer_steps = math.ceil(train_steps / tcfg.accumulate_grad_batches)
@@ -146,37 +181,50 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     if checkpoint is not None:  # after create_scheduler, which resets the optimizer's lr to the schedule's start
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-    logger = instantiate(cfg.logger, run_dir=str(run_dir))
+    logger = instantiate(cfg.logger if ctx.is_main else {"_target_": "trainer.loggers.NullLogger"},
+                         run_dir=str(run_dir))
     params = count_parameters(model)
+    global_batch = datamodule.batch_size * ctx.world_size * tcfg.accumulate_grad_batches
+    batch_text = (f"batch {datamodule.batch_size}" if global_batch == datamodule.batch_size else
+                  f"batch {datamodule.batch_size} per process x {ctx.world_size} process(es) x "
+                  f"{tcfg.accumulate_grad_batches} accumulated = {global_batch}")
     console.table("trainer", {
         "model": f"{_choice('model', cfg.model._target_)} ({params:,} parameters)",
         "data": f"{_choice('data', cfg.data._target_)}: {len(datamodule.train_set):,} train / "
-                f"{len(datamodule.val_set):,} val, batch {datamodule.batch_size}",
+                f"{len(datamodule.val_set):,} val, {batch_text}",
         "optimisation": f"{_choice('optim', cfg.optim._target_)} lr {cfg.optim.lr:g}, "
                         f"scheduler {_choice('scheduler', cfg.scheduler._target_)}",
-        "device": f"{device} ({'fp' if precision.name == '32' else ''}{precision.name} precision)",
+        "device": f"{device} ({'fp' if precision.name == '32' else ''}{precision.name} precision)"
+                  + (f", {ctx.world_size} processes" if ctx.enabled else "")
+                  + (", channels_last" if tcfg.channels_last else "")
+                  + (f", compiled ({tcfg.compile_mode})" if tcfg.compile else ""),
         "epochs": f"{state.epoch + 1}..{tcfg.max_epochs}" if state.epoch else str(tcfg.max_epochs),
         "run dir": str(run_dir),
     })
 
     def save(is_best: bool = False) -> None:
-        """last.pt (and best.pt) with everything that decides the rest of the run."""
-        if not tcfg.save_checkpoints:
+        """last.pt (and best.pt) with everything that decides the rest of the run; rank 0 writes them."""
+        rng = ctx.gather(capture_rng_state())  # every rank's, so a resumed rank continues its own draws
+        if not tcfg.save_checkpoints or not ctx.is_main:
+            ctx.barrier()
             return
         payload = {
             "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "state": asdict(state), "epoch": state.epoch, "rng": capture_rng_state(),
+            "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
             "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
         }
         save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
         if is_best:
             save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+        ctx.barrier()
 
     def after_step(batch: int, stats: RunningStats) -> None:
         """Mid-epoch checkpoints every N optimizer steps, and the graceful stop after a signal."""
         state.global_step += 1
+        if ctx.enabled and ctx.any(bool(stop.requested), device) and not stop.requested:
+            stop.requested = "a signal on another rank"  # every rank stops at the same step
         every = tcfg.checkpoint_every_n_steps
         due = every is not None and state.global_step % every == 0 and batch < train_steps
         if (due or stop.requested) and batch < train_steps:
@@ -202,17 +250,28 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
                 try:
                     train_stats = train_epoch(
-                        model, islice(train_loader, train_steps - start_batch), regularization, optimizer,
+                        train_model, islice(train_loader, train_steps - start_batch), regularization, optimizer,
                         scheduler, scaler, precision, grad_clip_norm=tcfg.grad_clip_norm,
                         accumulate=tcfg.accumulate_grad_batches, ema=ema, skip_nonfinite=tcfg.skip_nonfinite,
                         log_every=tcfg.log_every_n_steps, stats=stats, start_batch=start_batch,
-                        on_step=update, after_step=after_step)
+                        on_step=update, after_step=after_step, memory_format=fmt,
+                        is_finite=finite_check)
                 except NonFiniteLoss as err:
                     raise TrainerError(f"non-finite loss at epoch {epoch + 1}, batch {err.batch} (step "
                                        f"{state.global_step + 1}); the last good checkpoint is kept. Lower "
                                        "optim.lr, set trainer.grad_clip_norm, or trainer.skip_nonfinite=true") from None
-            val_stats = validate(model, islice(val_loader, val_steps), val_criterion, precision)
-            ema_stats = validate(ema.module, islice(val_loader, val_steps), val_criterion, precision) if ema else None
+                except Exception as err:
+                    if tcfg.compile and is_compile_error(err):
+                        raise TrainerError(f"torch.compile failed ({type(err).__name__}: "
+                                           f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
+                                           "run with trainer.compile=false") from err
+                    raise
+            train_stats = ctx.reduce_stats(train_stats, device)
+            val_stats = ctx.reduce_stats(
+                validate(model, islice(val_loader, val_steps), val_criterion, precision, fmt), device)
+            ema_stats = ctx.reduce_stats(
+                validate(ema.module, islice(val_loader, val_steps), val_criterion, precision, fmt), device
+            ) if ema else None
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step_epoch(val_stats.loss)
 
@@ -230,7 +289,8 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             if ema_stats is not None:
                 row |= {"val_ema_loss": ema_stats.loss, "val_ema_acc": ema_stats.acc}
             state.history.append(row)
-            write_metrics_csv(run_dir / "metrics.csv", state.history)
+            if ctx.is_main:
+                write_metrics_csv(run_dir / "metrics.csv", state.history)
             logger.log_scalars({"train/loss": train_stats.loss, "train/acc": train_stats.acc,
                                 "val/loss": val_stats.loss, "val/acc": val_stats.acc, "lr": lr,
                                 "throughput": train_stats.samples_per_s}
@@ -246,9 +306,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             if stop.requested:
                 raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'} after epoch "
                                 f"{state.epoch}; resume with: {resume_command(run_dir)}")
-    if tcfg.report and tcfg.save_checkpoints:  # figures and per-class scores of best.pt
-        write_run_report(run_dir, state.history, model, islice(val_loader, val_steps), list(datamodule.classes),
-                         precision, logger, cfg)
+    in_sync = len(set(ctx.gather(weights_digest(model)))) == 1 if ctx.enabled else None
+    if tcfg.report and tcfg.save_checkpoints and ctx.is_main:  # figures and per-class scores of best.pt
+        full_val = datamodule.val_loader(pin_memory, device=device) if ctx.enabled else val_loader
+        write_run_report(run_dir, state.history, model, islice(full_val, val_steps * ctx.world_size),
+                         list(datamodule.classes), precision, logger, cfg, log_graph=logger.graph)
     logger.close()
 
     # ---- the summary
@@ -260,11 +322,15 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "wall_s": round(time.perf_counter() - wall_start, 3),
         "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
         "device": str(device), "precision": precision.name, "params": params,
+        "batch_size": datamodule.batch_size, "world_size": ctx.world_size, "global_batch": global_batch,
+        "torch_threads": torch.get_num_threads(),
+        "ranks_in_sync": in_sync,
         "model": _choice("model", cfg.model._target_), "data": _choice("data", cfg.data._target_),
         "resumed_from": str(resume_path) if resume_path else None, "run_dir": str(run_dir),
     }
-    write_json(run_dir / "summary.json", summary)
-    console.table("summary", {k: _fmt(v) for k, v in summary.items() if k not in ("run_dir",)})
+    if ctx.is_main:
+        write_json(run_dir / "summary.json", summary)
+    console.table("summary", {k: _fmt(v) for k, v in summary.items() if k not in ("run_dir",) and v is not None})
     return state.best_val_acc
 
 

@@ -10,6 +10,7 @@ from omegaconf import MISSING
 from trainer.schema.checks import require
 
 PRECISIONS = ("32", "bf16", "16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROGRESS = ("auto", "rich", "plain", "none")
 MODES = ("train", "eval", "summary", "predict", "export")
 EXPORT_FORMATS = ("torchscript", "onnx")
@@ -32,8 +33,15 @@ class TrainerConfig:
     save_checkpoints: bool = True
     checkpoint_every_n_steps: int | None = None
     skip_nonfinite: bool = False
+    check_nonfinite_every_step: bool = True
     report: bool = True
     progress: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_backend: str = "inductor"
+    num_threads: int | None = None
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "max_epochs", ">= 1", self.max_epochs)
@@ -51,12 +59,20 @@ class TrainerConfig:
                 "checkpoint_every_n_steps", ">= 1 or null", self.checkpoint_every_n_steps)
         require(self.overfit_batches >= 0, "overfit_batches", ">= 0", self.overfit_batches)
         require(self.progress in PROGRESS, "progress", "one of " + ", ".join(PROGRESS), self.progress)
+        require(self.compile_mode in COMPILE_MODES, "compile_mode", "one of " + ", ".join(COMPILE_MODES),
+                self.compile_mode)
+        require(bool(self.compile_backend), "compile_backend", "a torch.compile backend name", self.compile_backend)
+        require(self.num_threads is None or self.num_threads >= 1, "num_threads", ">= 1 or null", self.num_threads)
+        require(self.check_nonfinite_every_step or not self.skip_nonfinite, "skip_nonfinite",
+                "false when check_nonfinite_every_step=false (skipping needs the per-step check)",
+                self.skip_nonfinite)
 
 
 @dataclass
 class LoggerConfig:
     _target_: str = "trainer.loggers.TensorBoardLogger"
     log_dir: str = "tb"
+    graph: bool = False  # also write the model graph (traced once, at the end of training)
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""Data-parallel training with torchrun on CPU (gloo): one run dir, ranks in step, the single-process curve."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, read_json, run_cli
+from trainer.distributed import Distributed, weights_digest
+from trainer.metrics import EpochStats
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+QUICK = ("trainer.max_epochs=1", "trainer.progress=none", "trainer.report=false")
+
+
+def metrics(run_dir: Path) -> dict:
+    with (run_dir / "metrics.csv").open() as handle:
+        return {k: float(v) for k, v in list(csv.DictReader(handle))[-1].items() if v}
+
+
+def test_one_process_needs_no_process_group() -> None:
+    ctx = Distributed()
+    stats = EpochStats(loss=0.5, acc=0.75, top5=None, samples=8, seconds=1.0)
+    assert not ctx.enabled and ctx.is_main
+    assert ctx.reduce_stats(stats, torch.device("cpu")) is stats
+    assert ctx.gather("x") == ["x"] and ctx.broadcast(3) == 3 and ctx.any(True, torch.device("cpu"))
+    assert not ctx.all_finite(torch.tensor(float("nan")))
+
+
+def test_weights_digest_sees_one_changed_value() -> None:
+    model = torch.nn.Linear(3, 2)
+    before = weights_digest(model)
+    assert weights_digest(model) == before
+    with torch.no_grad():
+        model.bias[0] += 1e-6
+    assert weights_digest(model) != before
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
+def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"PYTHONPATH": str(REPO)}
+    ddp = subprocess.run([str(TORCHRUN), "--nproc_per_node=2", "-m", "trainer", *QUICK,
+                          f"paths.output_root={tmp_path / 'outputs'}"], cwd=work, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert list(work.iterdir()) == []  # no rank wrote into its working dir
+    run_dirs = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
+    assert len(run_dirs) == 1  # one run dir: only rank 0 has a Hydra output dir
+    run_dir = run_dirs[0]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["world_size"] == 2 and summary["global_batch"] == 128
+    assert summary["ranks_in_sync"] is True  # every rank ends with bitwise-identical weights
+
+    single_dir = tmp_path / "single"
+    single = run_cli(f"hydra.run.dir={single_dir}", "data.batch_size=128", *QUICK[:2])
+    assert single.returncode == 0, single.stderr
+    ddp_row, single_row = metrics(run_dir), metrics(single_dir)
+    assert ddp_row["step"] == single_row["step"]  # same optimizer steps: same global batches
+    # Same batches per step; only BatchNorm statistics (per rank) and dropout draws differ.
+    assert ddp_row["train_loss"] == pytest.approx(single_row["train_loss"], rel=0.05)
+    assert ddp_row["val_acc"] == pytest.approx(single_row["val_acc"], abs=0.06)

@@ -1,0 +1,100 @@
+"""The speed options on CPU: bf16 autocast, channels_last, torch.compile, and the loop without per-step syncs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import read_json, run_cli
+from trainer.loop import NonFiniteLoss, train_epoch, validate
+from trainer.optim import Scheduler
+from trainer.regularization import Regularization
+from trainer.runtime import Precision, compile_model, is_compile_error, memory_format
+
+CPU = torch.device("cpu")
+
+
+def image_batches(batches: int = 6, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two classes of 8x8 images told apart by their mean brightness: any working convnet fits them."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batches):
+        y = torch.randint(0, 2, (16,), generator=gen)
+        x = torch.randn(16, 3, 8, 8, generator=gen) * 0.5 + (y.float() * 2 - 1).view(-1, 1, 1, 1)
+        out.append((x, y))
+    return out
+
+
+def convnet() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 2))
+
+
+def fit(model: nn.Module, precision: str = "32", epochs: int = 3, data: list | None = None,
+        **loop_options) -> tuple[float, float]:
+    """Val loss before and after training `model` on `data` (`image_batches()`) for a few epochs."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = Scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), "epoch")
+    prec = Precision(precision, CPU)
+    data = data or image_batches()
+    fmt = loop_options.get("memory_format", torch.preserve_format)
+    clean = [(x, y) for x, y in data if torch.isfinite(x).all()]
+    before = validate(model, clean, nn.CrossEntropyLoss(), prec, fmt).loss
+    for _ in range(epochs):
+        train_epoch(model, data, Regularization(), optimizer, scheduler, prec.grad_scaler(), prec, **loop_options)
+    return before, validate(model, clean, nn.CrossEntropyLoss(), prec, fmt).loss
+
+
+def test_channels_last_trains_and_feeds_the_model_nhwc_inputs() -> None:
+    fmt = memory_format(True)
+    model = convnet().to(memory_format=fmt)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=fmt)))
+    before, after = fit(model, memory_format=fmt)
+    assert seen and all(seen)
+    assert after < before * 0.5
+
+
+def test_bf16_with_channels_last_trains_on_cpu() -> None:
+    fmt = memory_format(True)
+    before, after = fit(convnet().to(memory_format=fmt), precision="bf16", memory_format=fmt)
+    assert after < before * 0.5
+
+
+def test_compiled_model_trains_on_cpu() -> None:
+    """The aot_eager backend traces the model through torch.compile without generating C++ (seconds, not a minute)."""
+    model = convnet()
+    compiled = compile_model(model, True, backend="aot_eager")
+    assert compiled is not model and compile_model(model, False) is model
+    before, after = fit(compiled)
+    assert after < before * 0.5
+
+
+@pytest.mark.slow
+def test_compile_with_inductor_trains_end_to_end(tmp_path) -> None:
+    """torch.compile's default backend generates and builds C++ kernels: about a minute on 2 CPU cores."""
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "trainer.compile=true", "trainer.max_epochs=1",
+                     "trainer.progress=none")
+    assert result.returncode == 0, result.stderr
+    assert read_json(tmp_path / "run" / "summary.json")["best_val_acc"] > 0.5
+
+
+def test_compile_errors_are_recognised() -> None:
+    from torch._dynamo.exc import Unsupported
+
+    assert is_compile_error(Unsupported("a graph break"))
+    assert not is_compile_error(RuntimeError("shape mismatch"))
+
+
+def test_without_per_step_checks_a_nan_stops_at_the_next_log_read() -> None:
+    data = image_batches()
+    data[2] = (torch.full_like(data[2][0], float("nan")), data[2][1])
+    with pytest.raises(NonFiniteLoss) as caught:
+        fit(convnet(), epochs=1, data=data, is_finite=None, log_every=4)
+    assert caught.value.batch == 4  # batch 3 was NaN; the host first reads the loss after batch 4
+    with pytest.raises(NonFiniteLoss) as caught:
+        fit(convnet(), epochs=1, data=data, is_finite=None, log_every=100)  # no log read: the epoch's end catches it
+    assert caught.value.batch == 6

@@ -1,0 +1,91 @@
+"""Sweeps through Hydra's multirun: the sweep summary, a failing job, Optuna, and the joblib/submitit launchers."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import read_json, run_cli
+from trainer.hydra_callbacks import FailedJob, sweep_rows, write_sweep_summary
+
+QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.progress=none")
+
+
+def summary_rows(sweep: Path) -> list[dict]:
+    with (sweep / "sweep_summary.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "optim.lr=0.003,-1,0.0003", f"hydra.sweep.dir={sweep}", *QUICK)
+    assert result.returncode == 1
+    assert "1 of 3 sweep job(s) failed" in result.stderr
+    rows = summary_rows(sweep)
+    done = [row for row in rows if row["status"] == "completed"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert len(done) == 2 and len(failed) == 1
+    assert failed[0]["job"] == "1" and "optim.lr" in failed[0]["error"] and failed[0]["rank"] == ""
+    accuracies = [float(row["best_val_acc"]) for row in done]
+    assert accuracies == sorted(accuracies, reverse=True) and [row["rank"] for row in done] == ["1", "2"]
+    for row in done:  # each job in its own dir, with its own override
+        lr = next(o for o in row["overrides"].split() if o.startswith("optim.lr=")).split("=")[1]
+        assert f"lr: {lr}" in (sweep / row["job"] / ".hydra" / "config.yaml").read_text()
+        assert read_json(sweep / row["job"] / "summary.json")["best_val_acc"] == float(row["best_val_acc"])
+    assert "best_val_acc" in result.stdout and "failed" in result.stdout  # the printed table
+
+
+def test_sweep_rows_rank_by_accuracy_and_list_failures_last(tmp_path: Path) -> None:
+    records = [{"job": 0, "status": "completed", "best_val_acc": 0.5, "overrides": "a=1", "error": ""},
+               {"job": 1, "status": "failed", "overrides": "a=2", "error": "boom"},
+               {"job": 2, "status": "completed", "best_val_acc": 0.9, "overrides": "a=3", "error": ""}]
+    for record in records:
+        (tmp_path / str(record["job"])).mkdir()
+        (tmp_path / str(record["job"]) / "job.json").write_text(json.dumps(record))
+    rows = sweep_rows(tmp_path)
+    assert [(row["rank"], row["job"]) for row in rows] == [(1, 2), (2, 0), ("", 1)]
+    path = write_sweep_summary(tmp_path, rows)
+    assert path.read_text().splitlines()[0].startswith("rank,job,status,best_val_acc")
+
+
+def test_a_failed_job_is_not_an_objective() -> None:
+    with pytest.raises(TypeError):
+        float(FailedJob("diverged"))  # Optuna's sweeper records such a trial as failed
+
+
+def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *QUICK)
+    assert result.returncode == 0, result.stderr
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(results["best_params"]) == {"optim.lr", "optim.weight_decay", "regularization.label_smoothing",
+                                           "data.batch_size"}
+    rows = summary_rows(sweep)
+    assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
+    assert results["best_value"] == pytest.approx(max(float(row["best_val_acc"]) for row in rows))
+    assert "Best parameters" in result.stdout + result.stderr
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optim=sgd,adamw",
+                     f"hydra.sweep.dir={sweep}", *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert [row["status"] for row in summary_rows(sweep)] == ["completed", "completed"]
+    share = max(1, (os.cpu_count() or 1) // min(2, os.cpu_count() or 1))
+    assert {read_json(sweep / job / "summary.json")["torch_threads"] for job in ("0", "1")} == {share}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="hydra-submitit-launcher not installed")
+def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", *QUICK)
+    assert result.returncode == 0, result.stderr
+    assert [row["status"] for row in summary_rows(sweep)] == ["completed"]
+    assert (sweep / "0" / "checkpoints" / "last.pt").is_file()
