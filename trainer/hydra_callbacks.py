@@ -95,7 +95,7 @@ def print_sweep_table(rows: list[dict[str, Any]], path: Path) -> None:
     for name in ("#", "job", "overrides", "best_val_acc", "epochs", "wall_s", "status"):
         table.add_column(name, overflow="fold")
     for row, overrides in zip(rows, per_job, strict=True):
-        row = {**row, "overrides": " ".join(o for o in overrides if o not in shared)}
+        row = {**row, "overrides": " ".join(_short(o) for o in overrides if o not in shared)}
         acc = row.get("best_val_acc")
         status = "[red]failed[/red]: " + row["error"] if row["status"] != "completed" else "ok"
         table.add_row(str(row["rank"]), str(row["job"]), row["overrides"] or "(none)",
@@ -134,3 +134,14 @@ class SweepSummary(Callback):
 def _first_line(value: object) -> str:
     text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
     return text.strip().splitlines()[0] if text.strip() else type(value).__name__
+
+
+def _short(override: str) -> str:
+    """`optim.lr=0.0008468008575248334` as `optim.lr=0.000847` for the table (the CSV keeps every digit)."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    short = f"{number:.3g}"
+    return f"{key}{sep}{short}" if sep and len(short) < len(value) else override
