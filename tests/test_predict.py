@@ -128,4 +128,7 @@ def test_onnx_export_writes_a_model(best_ckpt: Path, tmp_path: Path) -> None:
     path = export(cfg, tmp_path)
     assert path.stat().st_size > 1000
     diff = read_json(tmp_path / "export.json")["max_abs_diff"]
-    assert diff is None or diff <= 1e-4
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert diff is None  # nothing to run the exported model with
+    else:
+        assert diff is not None and diff <= 1e-4

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import read_json, run_cli
-from trainer.hydra_callbacks import FailedJob, sweep_rows, write_sweep_summary
+from trainer.hydra_callbacks import FailedJob, print_sweep_table, sweep_rows, write_sweep_summary
 
 QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.progress=none")
 
@@ -52,6 +52,19 @@ def test_sweep_rows_rank_by_accuracy_and_list_failures_last(tmp_path: Path) -> N
     assert [(row["rank"], row["job"]) for row in rows] == [(1, 2), (2, 0), ("", 1)]
     path = write_sweep_summary(tmp_path, rows)
     assert path.read_text().splitlines()[0].startswith("rank,job,status,best_val_acc")
+
+
+def test_the_table_survives_markup_like_errors_and_a_broken_record(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    for job, text in (("0", json.dumps({"job": 0, "status": "failed", "overrides": "optim=[sgd]",
+                                        "error": "bad value [/oops]"})), ("1", "{truncated")):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "job.json").write_text(text)
+    rows = sweep_rows(tmp_path)
+    assert [(row["job"], row["status"]) for row in rows] == [(0, "failed"), (1, "failed")]
+    print_sweep_table(rows, write_sweep_summary(tmp_path, rows))
+    shown = capsys.readouterr().out
+    assert "[/oops]" in shown and "unreadable job.json" in shown
 
 
 def test_a_failed_job_is_not_an_objective() -> None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from trainer.errors import TrainerError
 from trainer.hydra_callbacks import FailedJob
+from trainer.preemption import Preempted
 from trainer.schema import register_configs, validate
 
 log = logging.getLogger("trainer")
@@ -32,9 +33,10 @@ def one_line(err: TrainerError) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float | None:
+def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> float | None:
     """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (val accuracy) for sweepers."""
     validate(cfg)
+    limit_threads(cfg.trainer.num_threads, launcher)
     if cfg.mode == "eval":
         from trainer.evaluate import evaluate
 
@@ -65,16 +67,19 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    limit_threads(cfg.trainer.get("num_threads"), hydra_cfg.launcher)
     if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
         try:
-            return run(cfg, Path(hydra_cfg.runtime.output_dir))
+            return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher)
+        except Preempted as err:  # a stop signal stops the whole sweep (exit code 3), not just this job
+            log.error("%s", err)
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            sys.exit(err.exit_code)
         except Exception as err:  # the sweep records this job as failed and carries on with the others
             log.exception("job failed")
             message = one_line(err) if isinstance(err, TrainerError) else f"{type(err).__name__}: {err}"
             return FailedJob(message.splitlines()[0] if message else type(err).__name__)
     try:
-        return run(cfg, Path(hydra_cfg.runtime.output_dir))
+        return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher)
     except TrainerError as err:
         log.error("%s", err)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -83,9 +88,9 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
         sys.exit(err.exit_code)
 
 
-def limit_threads(num_threads: int | None, launcher: DictConfig) -> None:
+def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:
     """`trainer.num_threads`, or under the joblib launcher each job's fair share of the CPU cores."""
-    if num_threads is None and "joblib" in str(launcher.get("_target_", "")).lower():
+    if num_threads is None and launcher is not None and "joblib" in str(launcher.get("_target_", "")).lower():
         jobs = int(launcher.get("n_jobs") or 1)
         cores = os.cpu_count() or 1
         num_threads = max(1, cores // (cores if jobs < 1 else min(jobs, cores)))
@@ -134,7 +139,11 @@ def print_help(overrides: list[str]) -> None:
 def main() -> None:
     args = sys.argv[1:]
     if ("--help" in args or "-h" in args) and "--hydra-help" not in args:
-        print_help([a for a in args if a not in ("--help", "-h")])
+        print_help([a for a in args if "=" in a or a.startswith("~")])  # the overrides, not Hydra's flags
         return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ("-m" in args or "--multirun" in args):
+        print("error: a sweep (-m) cannot run under torchrun; start one torchrun job per configuration",
+              file=sys.stderr)
+        sys.exit(2)
     sys.argv = quiet_secondary_ranks(sys.argv)
     _hydra_task()

@@ -66,7 +66,13 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every job's record under `sweep_dir`, best first (by best_val_acc), failed jobs last, ranked."""
-    records = [json.loads(path.read_text()) for path in sweep_dir.glob("*/job.json")]
+    records = []
+    for path in sweep_dir.glob("*/job.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):  # a job killed while writing it
+            job = int(path.parent.name) if path.parent.name.isdigit() else -1
+            records.append({"job": job, "status": "failed", "overrides": "", "error": f"unreadable {path.name}"})
     done = sorted((r for r in records if r["status"] == "completed"),
                   key=lambda r: (-(r.get("best_val_acc") if r.get("best_val_acc") is not None else -1.0), r["job"]))
     failed = sorted((r for r in records if r["status"] != "completed"), key=lambda r: r["job"])
@@ -85,6 +91,7 @@ def write_sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> Path:
 def print_sweep_table(rows: list[dict[str, Any]], path: Path) -> None:
     """Best first; the overrides every job shares go in the caption, each row shows what sets it apart."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     per_job = [row["overrides"].split() for row in rows]
@@ -97,8 +104,8 @@ def print_sweep_table(rows: list[dict[str, Any]], path: Path) -> None:
     for row, overrides in zip(rows, per_job, strict=True):
         row = {**row, "overrides": " ".join(_short(o) for o in overrides if o not in shared)}
         acc = row.get("best_val_acc")
-        status = "[red]failed[/red]: " + row["error"] if row["status"] != "completed" else "ok"
-        table.add_row(str(row["rank"]), str(row["job"]), row["overrides"] or "(none)",
+        status = "[red]failed[/red]: " + escape(row["error"]) if row["status"] != "completed" else "ok"
+        table.add_row(str(row["rank"]), str(row["job"]), escape(row["overrides"]) or "(none)",
                       "" if acc is None else f"{acc:.4f}", str(row.get("epochs") or ""),
                       "" if row.get("wall_s") is None else f"{row['wall_s']:.1f}", status)
     Console(highlight=False).print(table)
@@ -124,11 +131,13 @@ class SweepSummary(Callback):
         if not rows:
             return
         path = write_sweep_summary(sweep_dir, rows)
-        print_sweep_table(rows, path)
         failed = [row for row in rows if row["status"] != "completed"]
-        if failed:
-            print(f"error: {len(failed)} of {len(rows)} sweep job(s) failed (see {path})", file=sys.stderr)
-            sys.exit(1)
+        try:
+            print_sweep_table(rows, path)
+        finally:  # Hydra turns a callback's exceptions into warnings: the exit code must not depend on the table
+            if failed:
+                print(f"error: {len(failed)} of {len(rows)} sweep job(s) failed (see {path})", file=sys.stderr)
+                sys.exit(1)
 
 
 def _first_line(value: object) -> str:

@@ -125,6 +125,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     if ctx.enabled and tcfg.skip_nonfinite:
         raise ConfigError("trainer.skip_nonfinite=true is not supported under torchrun (every rank must take "
                           "the same steps); leave it false")
+    if ctx.enabled and tcfg.sync_batchnorm and (rank_device is None or rank_device.type != "cuda"):
+        raise ConfigError("trainer.sync_batchnorm=true needs CUDA devices (SyncBatchNorm has no CPU kernels)")
     if ctx.is_main:
         console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
     checkpoint = load_checkpoint(resume_path) if resume_path else None
@@ -159,6 +161,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             ema.load_state_dict(checkpoint["ema"])
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
+        saved_world = checkpoint.get("world_size", 1)
+        if state.batch_in_epoch and saved_world != ctx.world_size:
+            raise CheckpointError(f"checkpoint {resume_path} stopped mid-epoch with {saved_world} process(es); "
+                                  f"resume it with {saved_world}, not {ctx.world_size}")
+        rank_partial = checkpoint.get("rank_partial") or [state.partial]
+        state.partial = rank_partial[ctx.rank] if ctx.rank < len(rank_partial) else None
         rank_rng = checkpoint.get("rank_rng") or [checkpoint["rng"]]
         restore_rng_state(rank_rng[ctx.rank] if ctx.rank < len(rank_rng) else checkpoint["rng"])
         position = f"epoch {state.epoch}" + (f", batch {state.batch_in_epoch} of epoch {state.epoch + 1}"
@@ -168,7 +176,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     # The model that trains: DDP-wrapped under torchrun, then compiled when asked.
     train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
                                 tcfg.compile_backend)
-    finite_check = (ctx.all_finite if ctx.enabled else local_finite) if tcfg.check_nonfinite_every_step else None
+    # Under torchrun every rank checks every step (an all-reduce), so that all of them stop together.
+    finite_check = ctx.all_finite if ctx.enabled else local_finite if tcfg.check_nonfinite_every_step else None
     pin_memory = device.type == "cuda"
     train_loader = datamodule.train_loader(cfg.seed, pin_memory, device=device, rank=ctx.rank,
                                            world_size=ctx.world_size)
@@ -205,6 +214,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     def save(is_best: bool = False) -> None:
         """last.pt (and best.pt) with everything that decides the rest of the run; rank 0 writes them."""
         rng = ctx.gather(capture_rng_state())  # every rank's, so a resumed rank continues its own draws
+        partials = ctx.gather(state.partial)  # and every rank's sums of an unfinished epoch
         if not tcfg.save_checkpoints or not ctx.is_main:
             ctx.barrier()
             return
@@ -213,6 +223,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
+            "rank_partial": partials, "world_size": ctx.world_size,
             "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
         }
         save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
@@ -228,10 +239,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
         every = tcfg.checkpoint_every_n_steps
         due = every is not None and state.global_step % every == 0 and batch < train_steps
         if (due or stop.requested) and batch < train_steps:
+            if finite_check is None and ctx.any(not math.isfinite(stats.mean_loss()), device):
+                raise NonFiniteLoss(batch)  # never replace the last good checkpoint with diverged weights
             state.batch_in_epoch, state.partial = batch, stats.state_dict()
             save()
             state.batch_in_epoch, state.partial = 0, None
-        if stop.requested:
+        if stop.requested and batch < train_steps:  # on an epoch's last step: finish the epoch, then stop
             log.warning("%s received: stopped at epoch %d, batch %d", stop.requested, state.epoch + 1, batch)
             raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'}; resume with: "
                             f"{resume_command(run_dir)}")
@@ -303,7 +316,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                 + (f"  ema acc {ema_stats.acc:.4f}" if ema_stats is not None else "")
                 + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
             save(is_best)
-            if stop.requested:
+            if ctx.any(bool(stop.requested), device):  # every rank stops after the same epoch
+                stop.requested = stop.requested or "a signal on another rank"
                 raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'} after epoch "
                                 f"{state.epoch}; resume with: {resume_command(run_dir)}")
     in_sync = len(set(ctx.gather(weights_digest(model)))) == 1 if ctx.enabled else None
