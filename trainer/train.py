@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -354,7 +355,9 @@ def resume_command(run_dir: Path) -> str:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     kept = [o for o in overrides if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
-    return " ".join(["python -m trainer", *kept, f"hydra.run.dir={run_dir}", "trainer.resume=auto"])
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    launcher = f"torchrun --nproc_per_node={processes} -m trainer" if processes > 1 else "python -m trainer"
+    return " ".join([launcher, *kept, f"hydra.run.dir={run_dir}", "trainer.resume=auto"])
 
 
 def _choice(group: str, fallback: str) -> str:
