@@ -93,15 +93,13 @@ def run_chaos(trials: int, *options: str) -> str:
     return result.stdout
 
 
-def test_chaos_hard_kill_and_resume_ends_bitwise_identical() -> None:
-    """A SIGKILL at a random moment (the graceful SIGTERM path has its own test below)."""
-    assert "signals SIGKILL" in run_chaos(1, "--first", "SIGKILL")
-
-
 @pytest.mark.slow
 def test_chaos_kills_of_every_kind_end_bitwise_identical() -> None:
-    """Three trials: a SIGTERM, then SIGKILLs at random moments (scripts/chaos_resume.py --trials 20 by hand)."""
-    run_chaos(3)
+    """A SIGKILL at a random moment, then a trial that starts with SIGTERM (about a minute; the suite's own
+    resume tests are test_sigterm_saves_mid_epoch_and_resume_finishes and the atomic-write checks;
+    scripts/chaos_resume.py --trials 20 runs by hand, see BENCHMARKS.md)."""
+    assert "signals SIGKILL" in run_chaos(1, "--first", "SIGKILL")
+    run_chaos(2)
 
 
 def test_sigterm_saves_mid_epoch_and_resume_finishes(tmp_path: Path) -> None:
