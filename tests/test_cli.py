@@ -101,14 +101,6 @@ def test_resume_continues_at_the_next_epoch(digits_run: Path, tmp_path: Path) ->
     assert max(s["step"] for s in ckpt["optimizer"]["state"].values()) == ckpt["state"]["global_step"]
 
 
-def test_an_existing_run_is_never_overwritten(digits_run: Path) -> None:
-    before = (digits_run / "checkpoints" / "last.pt").read_bytes()
-    result = run_cli(f"hydra.run.dir={digits_run}", "trainer.max_epochs=1", *FAST)
-    assert result.returncode == 2
-    assert "already holds a run" in result.stderr
-    assert (digits_run / "checkpoints" / "last.pt").read_bytes() == before
-
-
 def test_fast_dev_run_runs_one_batch_and_saves_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_cli(f"hydra.run.dir={run_dir}", "debug=fast_dev_run", "model=resnet18", "data=fake")
