@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,8 @@ def test_sweep_rows_rank_by_accuracy_and_list_failures_last(tmp_path: Path) -> N
     assert [(row["rank"], row["job"]) for row in rows] == [(1, 2), (2, 0), ("", 1)]
     path = write_sweep_summary(tmp_path, rows)
     assert path.read_text().splitlines()[0].startswith("rank,job,status,best_val_acc")
+    os.utime(tmp_path / "0" / "job.json", (0, 0))  # left by an earlier sweep in the same dir
+    assert [row["job"] for row in sweep_rows(tmp_path, since=time.time() - 60)] == [2, 1]
 
 
 def test_the_table_survives_markup_like_errors_and_a_broken_record(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -88,16 +88,25 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
         sys.exit(err.exit_code)
 
 
+_DEFAULT_THREADS: list[int] = []  # torch's own thread count, kept before the first change
+
+
 def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:
-    """`trainer.num_threads`, or under the joblib launcher each job's fair share of the CPU cores."""
+    """`trainer.num_threads`, or under the joblib launcher each job's fair share of the CPU cores.
+
+    Otherwise torch's default: a sweep running its jobs in one process does not carry one job's setting over.
+    """
     if num_threads is None and launcher is not None and "joblib" in str(launcher.get("_target_", "")).lower():
         jobs = int(launcher.get("n_jobs") or 1)
         cores = os.cpu_count() or 1
         num_threads = max(1, cores // (cores if jobs < 1 else min(jobs, cores)))
-    if num_threads is not None:
-        import torch
+    if num_threads is None and not _DEFAULT_THREADS:
+        return  # nothing was ever changed: leave torch unimported for modes that do not need it
+    import torch
 
-        torch.set_num_threads(num_threads)
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(num_threads or _DEFAULT_THREADS[0])
 
 
 def quiet_secondary_ranks(argv: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,15 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
     return record
 
 
-def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job's record under `sweep_dir`, best first (by best_val_acc), failed jobs last, ranked."""
+def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """Every job's record under `sweep_dir`, best first (by best_val_acc), failed jobs last, ranked.
+
+    `since` (a time.time()) leaves out records an earlier sweep left in a reused sweep dir.
+    """
     records = []
     for path in sweep_dir.glob("*/job.json"):
+        if since is not None and path.stat().st_mtime < since - 1:
+            continue
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, ValueError):  # a job killed while writing it
@@ -118,6 +124,9 @@ class SweepSummary(Callback):
     A sweep in which any job failed exits with code 1 once every job has run and the table is printed.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
             return
@@ -127,7 +136,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = sweep_rows(sweep_dir)
+        rows = sweep_rows(sweep_dir, since=getattr(self, "started", None))
         if not rows:
             return
         path = write_sweep_summary(sweep_dir, rows)

@@ -142,7 +142,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     configure_determinism(tcfg.deterministic, device)
     precision = Precision(tcfg.precision, device)
     fmt = memory_format(tcfg.channels_last)
+    first_rank_prepares = ctx.enabled and bool(cfg.data.get("download"))  # one download, not one per rank
+    if first_rank_prepares and not ctx.is_main:
+        ctx.barrier()
     datamodule = build_data(cfg)
+    if first_rank_prepares and ctx.is_main:
+        ctx.barrier()
     model = build_model(cfg.model)
     if ctx.enabled and tcfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
