@@ -132,3 +132,12 @@ def test_help_and_cfg_do_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "model:" in out.stdout and "Configuration groups" in out.stdout
     assert out.stdout.strip().endswith("TORCH_NOT_LOADED")
+
+
+def test_help_with_an_unknown_option_is_one_line() -> None:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "trainer", "--help", "model=nope"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "error: In 'train': Could not find 'model/nope'"
