@@ -44,6 +44,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from trainer.errors import described
+
 if TYPE_CHECKING:
     import torch
     from omegaconf import DictConfig
@@ -233,30 +235,36 @@ class TrainerRun:
 def build_trainer(cfg: DictConfig, *, channels_last: bool = False, compile_mode: str | None = None) -> TrainerRun:
     """What trainer/train.py sets up before its epoch loop, minus logging, checkpoints and resume.
 
-    channels_last and torch.compile are applied here as the trainer applies them (model and inputs in NHWC,
-    `torch.compile(model, mode=...)`), whether or not this version's config has switches for them.
+    channels_last and torch.compile are applied with the trainer's own trainer.runtime.memory_format and
+    compile_model (model and inputs in NHWC, `torch.compile(model, mode=...)`).
     """
-    import torch
     from hydra.utils import instantiate
 
     from trainer.build import build_data, build_model
     from trainer.ema import create_ema
     from trainer.optim import create_optimizer, create_scheduler
-    from trainer.runtime import Precision, configure_determinism, seed_everything, select_device
+    from trainer.runtime import (
+        Precision,
+        compile_model,
+        configure_determinism,
+        memory_format,
+        seed_everything,
+        select_device,
+    )
 
     tcfg = cfg.trainer
     seed_everything(cfg.seed)
     device = select_device(tcfg.device)
     configure_determinism(tcfg.deterministic, device)
     precision = Precision(tcfg.precision, device)
-    fmt = torch.channels_last if channels_last else torch.preserve_format
+    fmt = memory_format(channels_last)
     datamodule = build_data(cfg)
     model = build_model(cfg.model).to(device, memory_format=fmt)
     optimizer = create_optimizer(cfg.optim, model)
     regularization = instantiate(cfg.regularization)
     ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
     scaler = precision.grad_scaler()
-    train_model = torch.compile(model, mode=compile_mode) if compile_mode else model
+    train_model = compile_model(model, bool(compile_mode), compile_mode or "default")
     loader = datamodule.train_loader(cfg.seed, device.type == "cuda", device=device)
     scheduler = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=len(loader),
                                  max_epochs=tcfg.max_epochs)
@@ -338,16 +346,15 @@ class HandLoop:
 def build_hand_loop(run: TrainerRun, data: StagedData, compile_mode: str | None = None) -> HandLoop:
     """A fresh model of the same architecture with the trainer's initial weights, and the same optimizer: built by
     the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused on CUDA) are identical."""
-    import torch
-
     from trainer.build import build_model
     from trainer.optim import create_optimizer
+    from trainer.runtime import compile_model
 
     model = build_model(run.cfg.model)
     model.load_state_dict(run.model.state_dict())  # run.model has not trained yet: the same initial weights
     model = model.to(run.device, memory_format=run.memory_format)
     optimizer = create_optimizer(run.cfg.optim, model)
-    trained = torch.compile(model, mode=compile_mode) if compile_mode else model
+    trained = compile_model(model, bool(compile_mode), compile_mode or "default")
     return HandLoop(trained, optimizer, data, run.precision, run.memory_format)
 
 
@@ -731,8 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             section = benches[name]()
         except Exception as err:  # one broken section must not lose the others' figures
             console.print(f"[bold red]{name} failed:[/bold red] {escape(traceback.format_exc())}")
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            section = Section(name, [Table(f"{name}: failed", ["error"], [[f"{type(err).__name__}: {message}"]])],
+            section = Section(name, [Table(f"{name}: failed", ["error"], [[described(err)]])],
                               [Check(name, "-", "-", "error")], {"error": traceback.format_exc()})
         sections.append(section)
         for table in section.tables:

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from trainer.errors import TrainerError
+from trainer.errors import TrainerError, described, first_line
 from trainer.hydra_callbacks import FailedJob
 from trainer.preemption import Preempted
 from trainer.schema import register_configs, validate
@@ -29,8 +29,8 @@ def one_line(err: TrainerError) -> str:
     """The error's own message, also when a DataLoader worker wrapped it in its traceback."""
     text = str(err).strip()
     if "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0] if text else type(err).__name__
+        return text.splitlines()[-1].split(": ", 1)[-1] or type(err).__name__
+    return first_line(err)
 
 
 def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> float | None:
@@ -76,8 +76,7 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
             sys.exit(err.exit_code)
         except Exception as err:  # the sweep records this job as failed and carries on with the others
             log.exception("job failed")
-            message = one_line(err) if isinstance(err, TrainerError) else f"{type(err).__name__}: {err}"
-            return FailedJob(message.splitlines()[0] if message else type(err).__name__)
+            return FailedJob(one_line(err) if isinstance(err, TrainerError) else described(err))
     try:
         return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher)
     except TrainerError as err:
@@ -133,7 +132,7 @@ def print_help(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as err:  # an unknown option or key among the overrides
-        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(err)}", file=sys.stderr)
         sys.exit(1)
     help_cfg = cfg.hydra.help
     with open_dict(cfg):

@@ -5,6 +5,17 @@ EXIT_COMPOSE_ERROR = 1  # Hydra could not compose the config (unknown option, wr
 EXIT_USER_ERROR = 2  # a value out of range, a missing file, a bad checkpoint: see the message
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of `err`'s message, or its type's name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def described(err: BaseException) -> str:
+    """`Type: first line` for an error that is not the trainer's own (a bug, a library's failure)."""
+    return f"{type(err).__name__}: {first_line(err)}"
+
+
 class TrainerError(Exception):
     """A problem with the user's input that has a one-line explanation; no traceback is shown."""
 

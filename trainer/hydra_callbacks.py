@@ -14,6 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainer.errors import described
+
 SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
                   "error")
 
@@ -55,7 +57,7 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"job": int(config.hydra.job.num), "overrides": " ".join(job_return.overrides or []),
                               "status": "completed", "error": ""}
     if job_return.status == JobStatus.FAILED:
-        record |= {"status": "failed", "error": _first_line(job_return._return_value)}
+        record |= {"status": "failed", "error": described(job_return._return_value)}
     elif isinstance(job_return.return_value, FailedJob):
         record |= {"status": "failed", "error": job_return.return_value.error}
     summary_path = run_dir / "summary.json"
@@ -147,11 +149,6 @@ class SweepSummary(Callback):
             if failed:
                 print(f"error: {len(failed)} of {len(rows)} sweep job(s) failed (see {path})", file=sys.stderr)
                 sys.exit(1)
-
-
-def _first_line(value: object) -> str:
-    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
-    return text.strip().splitlines()[0] if text.strip() else type(value).__name__
 
 
 def _short(override: str) -> str:

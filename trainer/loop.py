@@ -110,7 +110,6 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
     return epoch_stats
 
 
-
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers' losses
 
 

@@ -31,7 +31,7 @@ from trainer.distributed import (
     wrap_model,
 )
 from trainer.ema import create_ema
-from trainer.errors import CheckpointError, ConfigError, TrainerError
+from trainer.errors import CheckpointError, ConfigError, TrainerError, described
 from trainer.loop import NonFiniteLoss, local_finite, train_epoch, validate
 from trainer.metrics import RunningStats
 from trainer.optim import create_optimizer, create_scheduler
@@ -237,11 +237,16 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
         ctx.barrier()
 
+    def stop_agreed() -> bool:
+        """Whether any rank got a stop signal (an all-reduce under torchrun): then every rank stops here."""
+        if ctx.any(bool(stop.requested), device) and not stop.requested:
+            stop.requested = "a signal on another rank"
+        return bool(stop.requested)
+
     def after_step(batch: int, stats: RunningStats) -> None:
         """Mid-epoch checkpoints every N optimizer steps, and the graceful stop after a signal."""
         state.global_step += 1
-        if ctx.enabled and ctx.any(bool(stop.requested), device) and not stop.requested:
-            stop.requested = "a signal on another rank"  # every rank stops at the same step
+        stop_agreed()
         every = tcfg.checkpoint_every_n_steps
         due = every is not None and state.global_step % every == 0 and batch < train_steps
         if (due or stop.requested) and batch < train_steps:
@@ -281,8 +286,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                                        "optim.lr, set trainer.grad_clip_norm, or trainer.skip_nonfinite=true") from None
                 except Exception as err:
                     if tcfg.compile and is_compile_error(err):
-                        raise TrainerError(f"torch.compile failed ({type(err).__name__}: "
-                                           f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
+                        raise TrainerError(f"torch.compile failed ({described(err)}); "
                                            "run with trainer.compile=false") from err
                     raise
             train_stats = ctx.reduce_stats(train_stats, device)
@@ -322,8 +326,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                 + (f"  ema acc {ema_stats.acc:.4f}" if ema_stats is not None else "")
                 + f"  lr {lr:.3g}  {train_stats.samples_per_s:,.0f} samples/s" + ("  *best" if is_best else ""))
             save(is_best)
-            if ctx.any(bool(stop.requested), device):  # every rank stops after the same epoch
-                stop.requested = stop.requested or "a signal on another rank"
+            if stop_agreed():
                 raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'} after epoch "
                                 f"{state.epoch}; resume with: {resume_command(run_dir)}")
     in_sync = len(set(ctx.gather(weights_digest(model)))) == 1 if ctx.enabled else None
