@@ -101,10 +101,37 @@ def test_frozen_parameters_are_left_out() -> None:
     assert all(p is not model[0].weight for group in groups for p in group["params"])
 
 
-def test_fused_kernels_only_for_cuda_parameters() -> None:
-    cpu_params = list(convnet().parameters())
-    for cls in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop):
-        assert fast_kernel_kwargs(cls, cpu_params) == {}
+@pytest.mark.parametrize("option", OPTIMS)
+def test_fused_on_cpu_where_torch_has_it(option: str) -> None:
+    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
+    optimizer = create_optimizer(cfg.optim, convnet())
+    assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
+
+
+def test_fused_kernels_only_for_float_parameters_on_cpu_or_cuda() -> None:
+    floats, ints = [torch.zeros(3, requires_grad=True)], [torch.zeros(3, dtype=torch.long)]
+    assert fast_kernel_kwargs(torch.optim.AdamW, floats) == {"fused": True}
+    assert fast_kernel_kwargs(torch.optim.RMSprop, floats) == {}
+    assert fast_kernel_kwargs(torch.optim.AdamW, ints) == {}
+    assert fast_kernel_kwargs(torch.optim.AdamW, [torch.zeros(3, device="meta")]) == {}
+    assert fast_kernel_kwargs(torch.optim.AdamW, []) == {}
+
+
+def test_fused_step_matches_the_for_loop_step() -> None:
+    """The fused kernel is the same update as torch's reference loop, to float rounding."""
+    torch.manual_seed(0)
+    fused_model, loop_model = convnet(), convnet()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = torch.optim.AdamW(fused_model.parameters(), lr=0.01, weight_decay=0.1, **fast_kernel_kwargs(
+        torch.optim.AdamW, list(fused_model.parameters())))
+    loop = torch.optim.AdamW(loop_model.parameters(), lr=0.01, weight_decay=0.1, foreach=False)
+    inputs = torch.randn(8, 1, 8, 8)
+    for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+        model(inputs).square().mean().backward()
+        optimizer.step()
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
