@@ -102,3 +102,17 @@ def test_config_tree_groups_keys_and_writes_text(tmp_path: Path) -> None:
     write_config_tree(cfg, tmp_path / "config_tree.txt")
     text = (tmp_path / "config_tree.txt").read_text()
     assert "├── optim" in text and "torch.optim.SGD" in text and "seed: 42" in text
+
+
+def test_sample_tiles_are_scaled_and_wrong_predictions_are_red() -> None:
+    from trainer.plots import samples_figure
+
+    images = torch.stack([torch.full((1, 4, 4), 5.0), torch.arange(16.0).view(1, 4, 4), -torch.ones(1, 4, 4)])
+    figure = samples_figure(images, ["a", "b", "c"], ["a", "x", "c"])
+    ax = figure.axes[0]
+    assert [(t.get_text(), t.get_color()) for t in ax.texts] == [("a / a", "black"), ("b / x", "red"),
+                                                                ("c / c", "black")]
+    mosaic = ax.images[0].get_array()
+    assert mosaic.shape[2] == 3 and mosaic.min() >= 0 and mosaic.max() <= 1
+    second = mosaic[2:6, 5:9, 0]  # the tile of the ramp image (below a 2-pixel title gap, after a 1-pixel gap)
+    assert second[0, 0] == 0 and second[-1, -1] == 1
