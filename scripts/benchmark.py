@@ -34,7 +34,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from torch import nn
 
+    from trainer.run_setup import RunSetup
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 MNIST_ROOT = REPO.parent / "shared" / "data"
@@ -62,6 +64,7 @@ TARGET_OVERHEAD = 0.97  # trainer samples/s divided by the hand-written loop's
 TARGET_HELP_S = 1.0  # `python -m trainer --help`, wall seconds
 TARGET_JOB_S = 8.0  # `python -m trainer`, the default job, wall seconds
 TARGET_IN_MEMORY = 1.5  # in-memory samples/s divided by the faster DataLoader variant's
+MODEL_ALONE = "model alone (no input pipeline)"
 
 OVERHEAD_MODELS = ("simple_cnn", "resnet18")
 OVERHEAD_BATCH = 128
@@ -181,95 +184,36 @@ def compose(*overrides: str) -> DictConfig:
     return cfg
 
 
-@dataclass
-class TrainerRun:
-    """The trainer's objects for one config: model, optimizer, scheduler, regularization, scaler, train loader."""
+def build_trainer(cfg: DictConfig) -> RunSetup:
+    """What trainer/train.py builds before its epoch loop (trainer.run_setup.build_run), without the logger,
+    checkpoints and resume. channels_last and torch.compile come from the config (trainer.channels_last, .compile)."""
+    from trainer.run_setup import build_run
 
-    cfg: DictConfig
-    device: torch.device
-    precision: Any  # trainer.runtime.Precision
-    datamodule: Any  # trainer.data.base.DataModule
-    model: nn.Module  # the module whose weights a checkpoint saves
-    train_model: nn.Module  # the module that trains: `model`, compiled when asked
-    optimizer: torch.optim.Optimizer
-    scheduler: Any  # trainer.optim.Scheduler
-    regularization: Any  # trainer.regularization.Regularization
-    scaler: torch.amp.GradScaler
-    ema: nn.Module | None
-    loader: Iterable  # the data module's train loader (a DataLoader, or device batches with data.in_memory)
-    memory_format: torch.memory_format
+    return build_run(cfg)
 
-    def train_epoch(self, batches: Iterable, per_step_check: bool | None = None) -> Any:
-        """`trainer.loop.train_epoch` with the arguments trainer/train.py passes, minus the progress bar and the
-        checkpoint hook. `per_step_check` overrides `trainer.check_nonfinite_every_step` where the loop has it."""
-        from trainer.loop import train_epoch
 
-        tcfg = self.cfg.trainer
-        check_every_step = tcfg.get("check_nonfinite_every_step", True) if per_step_check is None else per_step_check
-        optional: dict[str, Any] = {"memory_format": self.memory_format}
-        if not check_every_step:
-            optional["is_finite"] = None
-        return train_epoch(self.train_model, batches, self.regularization, self.optimizer, self.scheduler,
-                           self.scaler, self.precision, grad_clip_norm=tcfg.grad_clip_norm,
-                           accumulate=tcfg.accumulate_grad_batches, ema=self.ema,
-                           skip_nonfinite=tcfg.skip_nonfinite, log_every=tcfg.log_every_n_steps, **optional)
+def tensor_round(run: RunSetup, data: StagedData, per_step_check: bool = True) -> Round:
+    """Rounds of the trainer's loop fed `data`'s tensor batches, as the hand-written loop is fed: the loop's own
+    cost, without the data loader. `per_step_check=False` is trainer.check_nonfinite_every_step=false."""
+    run = run if per_step_check else replace(run, is_finite=None)
 
-    def tensor_round(self, data: StagedData, per_step_check: bool | None = None) -> Round:
-        """Rounds of this trainer's loop fed `data`'s tensor batches, as the hand-written loop is fed: the loop's
-        own cost, without the data loader."""
-
-        def run_round(epoch: int, batches: int) -> tuple[int, float]:
-            stats = self.train_epoch(data.batches(batches), per_step_check)
-            return stats.samples, stats.seconds
-
-        return run_round
-
-    def loader_round(self, epoch: int, batches: int) -> tuple[int, float]:
-        """One epoch (or its first `batches`) of the real train loader, as the trainer's epoch loop runs it."""
-        self.datamodule.set_train_epoch(epoch)
-        stats = self.train_epoch(islice(self.loader, batches))
-        self.scheduler.step_epoch(stats.loss)  # after the epoch, outside the timed loop, as in train.py
+    def run_round(epoch: int, batches: int) -> tuple[int, float]:
+        stats = run.train_epoch(data.batches(batches))
         return stats.samples, stats.seconds
 
+    return run_round
 
-def build_trainer(cfg: DictConfig, *, channels_last: bool = False, compile_mode: str | None = None) -> TrainerRun:
-    """What trainer/train.py sets up before its epoch loop, minus logging, checkpoints and resume.
 
-    channels_last and torch.compile are applied with the trainer's own trainer.runtime.memory_format and
-    compile_model (model and inputs in NHWC, `torch.compile(model, mode=...)`).
-    """
-    from hydra.utils import instantiate
+def loader_round(run: RunSetup) -> Round:
+    """Epochs (or their first `batches`) of the real train loader, as the trainer's epoch loop runs them."""
 
-    from trainer.build import build_data, build_model
-    from trainer.ema import create_ema
-    from trainer.optim import create_optimizer, create_scheduler
-    from trainer.runtime import (
-        Precision,
-        compile_model,
-        configure_determinism,
-        memory_format,
-        seed_everything,
-        select_device,
-    )
+    def run_round(epoch: int, batches: int) -> tuple[int, float]:
+        run.datamodule.set_train_epoch(epoch)
+        stats = run.train_epoch(islice(run.train_loader, batches))
+        run.scheduler.step_epoch(stats.loss)  # after the epoch, outside the timed loop, as in train.py
+        return stats.samples, stats.seconds
 
-    tcfg = cfg.trainer
-    seed_everything(cfg.seed)
-    device = select_device(tcfg.device)
-    configure_determinism(tcfg.deterministic, device)
-    precision = Precision(tcfg.precision, device)
-    fmt = memory_format(channels_last)
-    datamodule = build_data(cfg)
-    model = build_model(cfg.model).to(device, memory_format=fmt)
-    optimizer = create_optimizer(cfg.optim, model)
-    regularization = instantiate(cfg.regularization)
-    ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
-    scaler = precision.grad_scaler()
-    train_model = compile_model(model, bool(compile_mode), compile_mode or "default")
-    loader = datamodule.train_loader(cfg.seed, device.type == "cuda", device=device)
-    scheduler = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=len(loader),
-                                 max_epochs=tcfg.max_epochs)
-    return TrainerRun(cfg, device, precision, datamodule, model, train_model, optimizer, scheduler, regularization,
-                      scaler, ema, loader, fmt)
+    return run_round
 
 
 # ---- the reference: the same training set as two tensors, and the minimal loop anyone would write by hand
@@ -302,13 +246,13 @@ class StagedData:
             yield self.images[idx], self.labels[idx]
 
 
-def stage_train_set(run: TrainerRun) -> StagedData:
+def stage_train_set(run: RunSetup) -> StagedData:
     """One epoch of the trainer's own train loader, concatenated: exactly the tensors its loop receives
     (normalised, on its device), whichever data path the data module takes."""
     import torch
 
     run.datamodule.set_train_epoch(0)
-    images, labels = zip(*run.loader, strict=True)
+    images, labels = zip(*run.train_loader, strict=True)
     generator = torch.Generator(device=run.device).manual_seed(run.cfg.seed)
     return StagedData(torch.cat(images).to(run.device), torch.cat(labels).to(run.device),
                       run.datamodule.batch_size, generator)
@@ -343,7 +287,7 @@ class HandLoop:
         return batches * self.data.batch_size, time.perf_counter() - start
 
 
-def build_hand_loop(run: TrainerRun, data: StagedData, compile_mode: str | None = None) -> HandLoop:
+def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
     """A fresh model of the same architecture with the trainer's initial weights, and the same optimizer: built by
     the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused on CUDA) are identical."""
     from trainer.build import build_model
@@ -354,7 +298,8 @@ def build_hand_loop(run: TrainerRun, data: StagedData, compile_mode: str | None 
     model.load_state_dict(run.model.state_dict())  # run.model has not trained yet: the same initial weights
     model = model.to(run.device, memory_format=run.memory_format)
     optimizer = create_optimizer(run.cfg.optim, model)
-    trained = compile_model(model, bool(compile_mode), compile_mode or "default")
+    tcfg = run.cfg.trainer
+    trained = compile_model(model, tcfg.compile, tcfg.compile_mode, tcfg.compile_backend)
     return HandLoop(trained, optimizer, data, run.precision, run.memory_format)
 
 
@@ -414,8 +359,8 @@ def bench_overhead(plan: Plan, say: Say) -> Section:
         data = stage_train_set(run)
         hand = build_hand_loop(run, data)
         rates = alternate({
-            "trainer": run.loader_round,
-            "trainer loop on tensor batches": run.tensor_round(data),
+            "trainer": loader_round(run),
+            "trainer loop on tensor batches": tensor_round(run, data),
             "hand-written": hand.round,
         }, warmup=plan.warmup[name], batches=batches, rounds=plan.rounds, say=say)
         trainer = median(rates["trainer"])
@@ -426,7 +371,7 @@ def bench_overhead(plan: Plan, say: Say) -> Section:
         checks.append(check(f"overhead {name} (trainer / hand, CPU)", trainer / reference, TARGET_OVERHEAD,
                             at_least=True))
         raw[name] = {"rates": rates, "ratio": trainer / reference, "loop_only_ratio": loop_only / reference,
-                     "batches_per_round": batches, "data_path": f"{type(run.loader).__name__} over "
+                     "batches_per_round": batches, "data_path": f"{type(run.train_loader).__name__} over "
                                                               f"{type(run.datamodule.train_set).__name__}"}
         del run, data, hand
         free_memory()
@@ -550,29 +495,40 @@ def bench_data(plan: Plan, say: Say) -> Section:
         run = build_trainer(cfg)
         device = str(run.device)
         run.datamodule.set_train_epoch(0)
-        run.train_epoch(islice(run.loader, plan.data_warmup))  # loader workers start here, outside the timing
+        run.train_epoch(islice(run.train_loader, plan.data_warmup))  # loader workers start here, outside the timing
         run.datamodule.set_train_epoch(1)
-        stats = run.train_epoch(islice(run.loader, plan.data_batches or len(run.loader)))
+        stats = run.train_epoch(islice(run.train_loader, plan.data_batches or len(run.train_loader)))
         epoch_s = len(run.datamodule.train_set) / stats.samples_per_s
         run.datamodule.set_train_epoch(2)  # the input pipeline by itself: batches made, nothing trained
         began, served = time.perf_counter(), 0
-        for inputs, _ in islice(run.loader, plan.data_batches or len(run.loader)):
+        for inputs, _ in islice(run.train_loader, plan.data_batches or len(run.train_loader)):
             served += len(inputs)
         synchronize(run.device)
         raw[label] = {"samples_per_s": stats.samples_per_s, "samples": stats.samples, "seconds": stats.seconds,
-                      "epoch_s": epoch_s, "loader": type(run.loader).__name__,
+                      "epoch_s": epoch_s, "loader": type(run.train_loader).__name__,
                       "loader_samples_per_s": served / (time.perf_counter() - began)}
+        if label.startswith("in-memory"):  # the model by itself: the same loop fed ready tensors, no pipeline
+            data = stage_train_set(run)
+            samples, seconds = tensor_round(run, data)(3, plan.data_batches or len(run.train_loader))
+            raw[MODEL_ALONE] = {"samples_per_s": samples / seconds, "samples": samples, "seconds": seconds,
+                                "epoch_s": len(run.datamodule.train_set) * seconds / samples,
+                                "loader": "staged tensors", "loader_samples_per_s": None}
+            del data
         del run
         free_memory()
     in_memory = raw.get("in-memory (data.in_memory=true)")
-    loaders = {label: r for label, r in raw.items() if r is not None and not label.startswith("in-memory")}
+    model_alone = raw.get(MODEL_ALONE)
+    loaders = {label: r for label, r in raw.items() if label.startswith("DataLoader")}
     for label, r in raw.items():
-        speedup = "-" if in_memory is None or r is in_memory else \
+        speedup = "-" if in_memory is None or r is in_memory or r is model_alone else \
             f"{in_memory['samples_per_s'] / r['samples_per_s']:.2f}x"
-        table.rows.append([label, r["loader"], f"{r['samples_per_s']:,.0f}", f"{r['epoch_s']:.2f}", speedup,
-                           f"{r['loader_samples_per_s']:,.0f}"])
+        pipeline = "-" if r["loader_samples_per_s"] is None else f"{r['loader_samples_per_s']:,.0f}"
+        table.rows.append([label, r["loader"], f"{r['samples_per_s']:,.0f}", f"{r['epoch_s']:.2f}", speedup, pipeline])
     best_loader = max((r["samples_per_s"] for r in loaders.values()), default=None)
     speedup_value = in_memory["samples_per_s"] / best_loader if in_memory and best_loader else None
+    if model_alone and best_loader:
+        notes.append(f"the most any input pipeline could gain here: model alone / faster DataLoader = "
+                     f"{model_alone['samples_per_s'] / best_loader:.2f}x (the model's own step bounds the epoch)")
     timed = f"its first {plan.data_batches} batches" if plan.data_batches else "the whole epoch"
     table.notes = [
         f"in-process train_epoch on {device}: epoch 2 timed over {timed}, after {plan.data_warmup} warm-up "
@@ -581,6 +537,8 @@ def bench_data(plan: Plan, say: Say) -> Section:
         *notes,
         "the summary's speed-up is in-memory over the faster DataLoader variant",
         "loader alone: the same batches of epoch 3 made and thrown away, no model: the input pipeline's own rate",
+        f"{MODEL_ALONE}: the trainer's loop over one epoch of the in-memory batches, staged beforehand as "
+        "tensors (no input pipeline at all): the speed of the model's own steps",
     ]
     raw["speedup_vs_best_dataloader"] = speedup_value
     return Section("data", [table], [check("in-memory speed-up (MNIST epoch)", speedup_value, TARGET_IN_MEMORY,
@@ -608,12 +566,14 @@ def bench_gpu(plan: Plan, say: Say, compile_mode: str) -> Section:
         cfg = compose("model=resnet50", "data=fake", "data.image_size=224", "data.in_channels=3",
                       "data.num_classes=1000", f"data.batch_size={GPU_BATCH}",
                       f"data.train_size={GPU_STAGED_BATCHES * GPU_BATCH}", "trainer.device=cuda",
-                      "data.in_memory=true", "trainer.precision=bf16", "logger=none")
-        run = build_trainer(cfg, channels_last=True, compile_mode=mode)
+                      "data.in_memory=true", "trainer.precision=bf16", "trainer.channels_last=true",
+                      f"trainer.compile={str(mode is not None).lower()}", f"trainer.compile_mode={mode or 'default'}",
+                      "logger=none")
+        run = build_trainer(cfg)
         data = stage_train_set(run)
-        hand = build_hand_loop(run, data, compile_mode=mode)
-        sides: dict[str, Round] = {"trainer": run.tensor_round(data),
-                                   "trainer, no per-step check": run.tensor_round(data, per_step_check=False),
+        hand = build_hand_loop(run, data)
+        sides: dict[str, Round] = {"trainer": tensor_round(run, data),
+                                   "trainer, no per-step check": tensor_round(run, data, per_step_check=False),
                                    "hand-written": hand.round}
         rates = alternate(sides, warmup=plan.gpu_warmup, batches=plan.gpu_batches, rounds=plan.rounds, say=say)
         trainer, reference = median(rates["trainer"]), median(rates["hand-written"])

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainer import __version__
-from trainer.build import build_data, build_model, count_parameters
+from trainer.build import count_parameters
 from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
 from trainer.console import RunConsole, write_config_tree
 from trainer.distributed import (
@@ -28,27 +28,15 @@ from trainer.distributed import (
     shared_run_dir,
     shutdown_distributed,
     weights_digest,
-    wrap_model,
 )
-from trainer.ema import create_ema
 from trainer.errors import CheckpointError, ConfigError, TrainerError, described
-from trainer.loop import NonFiniteLoss, local_finite, train_epoch, validate
+from trainer.loop import NonFiniteLoss, validate
 from trainer.metrics import RunningStats
-from trainer.optim import create_optimizer, create_scheduler
 from trainer.preemption import Preempted, StopSignals
 from trainer.records import write_json, write_metrics_csv
 from trainer.report import write_run_report
-from trainer.runtime import (
-    Precision,
-    capture_rng_state,
-    compile_model,
-    configure_determinism,
-    is_compile_error,
-    memory_format,
-    restore_rng_state,
-    seed_everything,
-    select_device,
-)
+from trainer.run_setup import build_run
+from trainer.runtime import capture_rng_state, is_compile_error, restore_rng_state
 
 log = logging.getLogger("trainer")
 
@@ -136,27 +124,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     if checkpoint is not None:
         check_model_config(checkpoint["config"]["model"], model_cfg, resume_path)
 
-    # ---- set-up: seeds, device, data, model, optimisation
-    seed_everything(cfg.seed + ctx.rank)  # own dropout/mixup draws per rank; DDP copies rank 0's initial weights
-    device = rank_device or select_device(tcfg.device)
-    configure_determinism(tcfg.deterministic, device)
-    precision = Precision(tcfg.precision, device)
-    fmt = memory_format(tcfg.channels_last)
-    first_rank_prepares = ctx.enabled and bool(cfg.data.get("download"))  # one download, not one per rank
-    if first_rank_prepares and not ctx.is_main:
-        ctx.barrier()
-    datamodule = build_data(cfg)
-    if first_rank_prepares and ctx.is_main:
-        ctx.barrier()
-    model = build_model(cfg.model)
-    if ctx.enabled and tcfg.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device, memory_format=fmt)  # the module whose weights are saved
-    optimizer = create_optimizer(cfg.optim, model)
-    regularization = instantiate(cfg.regularization)
+    # ---- set-up: seeds, device, data, model, optimisation (trainer/run_setup.py)
+    run = build_run(cfg, ctx, rank_device)
+    device, precision, datamodule, model = run.device, run.precision, run.datamodule, run.model
+    optimizer, scheduler, scaler, ema = run.optimizer, run.scheduler, run.scaler, run.ema
+    train_steps, val_steps, fmt = run.train_steps, run.val_steps, run.memory_format
     val_criterion = nn.CrossEntropyLoss()
-    ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
-    scaler = precision.grad_scaler()
     state = TrainState()
 
     if checkpoint is not None:
@@ -166,6 +139,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                 raise CheckpointError(f"checkpoint {resume_path} has no EMA weights to resume with ema_decay set")
             ema.load_state_dict(checkpoint["ema"])
         scaler.load_state_dict(checkpoint["scaler"])
+        # after create_scheduler (in build_run), which resets the optimizer's lr to the schedule's start
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
         state = TrainState(**checkpoint["state"])
         saved_world = checkpoint.get("world_size", 1)
         if state.batch_in_epoch and saved_world != ctx.world_size:
@@ -179,23 +155,6 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                                              if state.batch_in_epoch else "")
         console.info(f"Resumed from {resume_path} after {position} (step {state.global_step})")
 
-    # The model that trains: DDP-wrapped under torchrun, then compiled when asked.
-    train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
-                                tcfg.compile_backend)
-    # Under torchrun every rank checks every step (an all-reduce), so that all of them stop together.
-    finite_check = ctx.all_finite if ctx.enabled else local_finite if tcfg.check_nonfinite_every_step else None
-    pin_memory = device.type == "cuda"
-    train_loader = datamodule.train_loader(cfg.seed, pin_memory, device=device, rank=ctx.rank,
-                                           world_size=ctx.world_size)
-    val_loader = datamodule.val_loader(pin_memory, device=device, rank=ctx.rank, world_size=ctx.world_size)
-    train_steps = min(len(train_loader), tcfg.limit_train_batches or len(train_loader))
-    val_steps = min(len(val_loader), tcfg.limit_val_batches or len(val_loader))
-    optimizer_steps = math.ceil(train_steps / tcfg.accumulate_grad_batches)
-    scheduler = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=optimizer_steps,
-                                 max_epochs=tcfg.max_epochs)
-    if checkpoint is not None:  # after create_scheduler, which resets the optimizer's lr to the schedule's start
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
     logger = instantiate(cfg.logger if ctx.is_main else {"_target_": "trainer.loggers.NullLogger"},
                          run_dir=str(run_dir))
     params = count_parameters(model)
@@ -250,7 +209,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
         every = tcfg.checkpoint_every_n_steps
         due = every is not None and state.global_step % every == 0 and batch < train_steps
         if (due or stop.requested) and batch < train_steps:
-            if finite_check is None and ctx.any(not math.isfinite(stats.mean_loss()), device):
+            if run.is_finite is None and ctx.any(not math.isfinite(stats.mean_loss()), device):
                 raise NonFiniteLoss(batch)  # never replace the last good checkpoint with diverged weights
             state.batch_in_epoch, state.partial = batch, stats.state_dict()
             save()
@@ -273,13 +232,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             state.batch_in_epoch, state.partial = 0, None
             with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
                 try:
-                    train_stats = train_epoch(
-                        train_model, islice(train_loader, train_steps - start_batch), regularization, optimizer,
-                        scheduler, scaler, precision, grad_clip_norm=tcfg.grad_clip_norm,
-                        accumulate=tcfg.accumulate_grad_batches, ema=ema, skip_nonfinite=tcfg.skip_nonfinite,
-                        log_every=tcfg.log_every_n_steps, stats=stats, start_batch=start_batch,
-                        on_step=update, after_step=after_step, memory_format=fmt,
-                        is_finite=finite_check)
+                    train_stats = run.train_epoch(
+                        islice(run.train_loader, train_steps - start_batch), stats=stats, start_batch=start_batch,
+                        on_step=update, after_step=after_step)
                 except NonFiniteLoss as err:
                     raise TrainerError(f"non-finite loss at epoch {epoch + 1}, batch {err.batch} (step "
                                        f"{state.global_step + 1}); the last good checkpoint is kept. Lower "
@@ -291,9 +246,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                     raise
             train_stats = ctx.reduce_stats(train_stats, device)
             val_stats = ctx.reduce_stats(
-                validate(model, islice(val_loader, val_steps), val_criterion, precision, fmt), device)
+                validate(model, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device)
             ema_stats = ctx.reduce_stats(
-                validate(ema.module, islice(val_loader, val_steps), val_criterion, precision, fmt), device
+                validate(ema.module, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device
             ) if ema else None
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step_epoch(val_stats.loss)
@@ -331,7 +286,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                                 f"{state.epoch}; resume with: {resume_command(run_dir)}")
     in_sync = len(set(ctx.gather(weights_digest(model)))) == 1 if ctx.enabled else None
     if tcfg.report and tcfg.save_checkpoints and ctx.is_main:  # figures and per-class scores of best.pt
-        full_val = datamodule.val_loader(pin_memory, device=device) if ctx.enabled else val_loader
+        full_val = datamodule.val_loader(device.type == "cuda", device=device) if ctx.enabled else run.val_loader
         write_run_report(run_dir, state.history, model, islice(full_val, val_steps * ctx.world_size),
                          list(datamodule.classes), precision, logger, cfg, log_graph=logger.graph)
     logger.close()
