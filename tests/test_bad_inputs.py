@@ -20,8 +20,8 @@ def assert_clean_failure(result: subprocess.CompletedProcess, code: int, expecte
     assert result.returncode == code, (result.returncode, result.stderr)
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    if code == USER_EXIT:  # our own errors are exactly one line
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # exactly one line
+    assert result.stderr.startswith("error: "), result.stderr
 
 
 # (overrides, exit code, text the one line must contain); none of these gets as far as loading data.
@@ -30,6 +30,10 @@ CONFIG_CASES = [
     (["data=nope"], HYDRA_EXIT, "Could not find 'data/nope'"),
     (["optim.nope=1"], HYDRA_EXIT, "Key 'nope' not in 'AdamWConfig'"),
     (["trainer.nope=1"], HYDRA_EXIT, "Key 'nope' not in 'TrainerConfig'"),
+    (["trainer.progres=none"], HYDRA_EXIT, "Key 'progres' not in 'TrainerConfig'"),
+    (["optim.lr=["], HYDRA_EXIT, "cannot parse override 'optim.lr=['"),
+    (["hydra/launcher=nope"], HYDRA_EXIT, "Could not find 'hydra/launcher/nope' (options: basic, joblib"),
+    (["~data"], USER_EXIT, "no data chosen; pick one with data=OPTION"),
     (["optim.lr=abc"], HYDRA_EXIT, "could not be converted to Float"),
     (["trainer.max_epochs=many"], HYDRA_EXIT, "could not be converted to Integer"),
     (["optim.lr=-1"], USER_EXIT, "optim.lr must be > 0"),

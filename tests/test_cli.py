@@ -140,4 +140,31 @@ def test_help_with_an_unknown_option_is_one_line() -> None:
     out = subprocess.run([sys.executable, "-m", "trainer", "--help", "model=nope"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 1
-    assert out.stderr.strip() == "error: In 'train': Could not find 'model/nope'"
+    assert out.stderr.startswith("error: In 'train': Could not find 'model/nope' (options: ")
+    assert len(out.stderr.strip().splitlines()) == 1 and "resnet18" in out.stderr
+
+
+def test_errors_after_the_task_began_keep_hydras_report(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only composition errors are shortened: a failure inside a run still shows where it happened."""
+    from hydra._internal import utils as hydra_utils
+
+    from trainer import cli
+
+    def fails() -> None:
+        raise RuntimeError("inside the run\nsecond line")
+
+    hydra_report = hydra_utils.run_and_report
+    with cli.one_line_composition_errors():
+        with pytest.raises(SystemExit) as before:
+            hydra_utils.run_and_report(fails)
+        assert capsys.readouterr().err == "error: inside the run; second line\n"
+        cli._TASK_STARTED.append(True)
+        try:
+            with pytest.raises(SystemExit) as after:
+                hydra_utils.run_and_report(fails)
+        finally:
+            cli._TASK_STARTED.clear()
+    assert before.value.code == after.value.code == 1
+    assert "Traceback" in capsys.readouterr().err  # Hydra's own report, with the frames
+    assert hydra_utils.run_and_report is hydra_report  # restored on exit
+

@@ -8,12 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from trainer.errors import TrainerError, described, first_line
+from trainer.errors import EXIT_COMPOSE_ERROR, TrainerError, composition_error_line, described, first_line
 from trainer.hydra_callbacks import FailedJob
 from trainer.preemption import Preempted
 from trainer.schema import register_configs, validate
@@ -61,11 +65,15 @@ def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> f
     return train(cfg, run_dir)
 
 
+_TASK_STARTED: list[bool] = []  # set once a composed config reaches the task: later errors are the run's
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    _TASK_STARTED.append(True)
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
         try:
@@ -132,8 +140,8 @@ def print_help(overrides: list[str]) -> None:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
             cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as err:  # an unknown option or key among the overrides
-        print(f"error: {first_line(err)}", file=sys.stderr)
-        sys.exit(1)
+        print(f"error: {composition_error_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_COMPOSE_ERROR)
     help_cfg = cfg.hydra.help
     with open_dict(cfg):
         del cfg["hydra"]
@@ -142,6 +150,39 @@ def print_help(overrides: list[str]) -> None:
     print(f"{help_cfg.header}\n== Configuration groups ==\nCompose your configuration from those groups "
           f"(group=option)\n\n" + "\n".join(lines) + "\n\n== Config ==\nOverride anything in the config "
           f"(foo.bar=value)\n\n{OmegaConf.to_yaml(cfg)}\n{help_cfg.footer}")
+
+
+@contextmanager
+def one_line_composition_errors() -> Iterator[None]:
+    """A config that fails to compose (unknown option or key, wrong type, bad override syntax) is reported as
+    one `error:` line with exit code 1, instead of Hydra's multi-line report.
+
+    Hydra prints its report from `hydra._internal.utils.run_and_report`, which wraps both composition and the
+    task; this swaps it, for the duration of `main`, for one that shortens only errors raised before the task
+    began (errors from a run keep Hydra's report). HYDRA_FULL_ERROR=1 still shows the whole traceback.
+    """
+    from hydra._internal import utils as hydra_utils
+
+    hydra_report = hydra_utils.run_and_report
+
+    def report(func: Callable[[], Any]) -> Any:
+        try:
+            return func()
+        except Exception as err:
+            if _TASK_STARTED or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                return hydra_report(partial(_reraise, err))
+            print(f"error: {composition_error_line(err)}", file=sys.stderr)
+            sys.exit(EXIT_COMPOSE_ERROR)
+
+    hydra_utils.run_and_report = report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = hydra_report
+
+
+def _reraise(err: BaseException) -> None:
+    raise err
 
 
 def main() -> None:
@@ -154,4 +195,5 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(2)
     sys.argv = quiet_secondary_ranks(sys.argv)
-    _hydra_task()
+    with one_line_composition_errors():
+        _hydra_task()

@@ -11,6 +11,36 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def composition_error_line(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line: the sentences, then the options.
+
+    Indented detail lines (full_key, object_type) and the config search path are dropped; an "Available
+    options" list becomes "(options: a, b, c)".
+    """
+    text = str(err)
+    if err.__cause__ is not None and str(err.__cause__) not in text:
+        text += "\n" + str(err.__cause__)
+    sentences: list[str] = []
+    options: list[str] = []
+    section = "message"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Available options in"):
+            section = "options"
+        elif line.startswith(("Config search path", "Set the environment variable HYDRA_FULL_ERROR")):
+            section = "skip"
+        elif section == "options" and raw.startswith("\t"):
+            options.append(line)
+        elif line and section != "skip" and not raw.startswith((" ", "\t")) and not line.startswith("See https://"):
+            section = "message"
+            sentences.append(line.rstrip(".:"))
+    message = "; ".join(sentences) or type(err).__name__
+    override = getattr(err, "override", None)  # OverrideParseException: the override that does not parse
+    if override is not None:
+        message = f"cannot parse override {override!r}: {message}"
+    return f"{message} (options: {', '.join(options)})" if options else message
+
+
 def described(err: BaseException) -> str:
     """`Type: first line` for an error that is not the trainer's own (a bug, a library's failure)."""
     return f"{type(err).__name__}: {first_line(err)}"

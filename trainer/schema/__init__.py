@@ -37,6 +37,10 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check every value's range; raise ConfigError with a one-line message naming the key."""
+    missing = [str(key) for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise ConfigError(f"invalid config: no {' or '.join(missing)} chosen; pick one with {missing[0]}=OPTION "
+                          "(python -m trainer --help lists the options)")
     # trainer and data first: other groups interpolate their values (T_max, num_classes).
     groups = sorted((key for key in cfg if OmegaConf.is_dict(cfg[key])),
                     key=lambda key: (key not in ("trainer", "data"), key != "trainer"))
