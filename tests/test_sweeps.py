@@ -88,6 +88,18 @@ def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
     assert "Best parameters" in result.stdout + result.stderr
 
 
+def test_an_optuna_search_whose_every_trial_fails_ends_with_one_line(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=0",
+                     f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: every Optuna trial failed, so there is no best one (each job's error is logged above)"]
+    jobs = [read_json(path) for path in sorted(sweep.glob("*/job.json"))]
+    assert len(jobs) == 2 and all("trainer.max_epochs must be >= 1" in job["error"] for job in jobs)
+
+
 def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optim=sgd,adamw",

@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +165,19 @@ def one_line_composition_errors() -> Iterator[None]:
     hydra_report = hydra_utils.run_and_report
 
     def report(func: Callable[[], Any]) -> Any:
-        try:
-            return func()
-        except Exception as err:
-            if _TASK_STARTED or os.environ.get("HYDRA_FULL_ERROR") == "1":
-                return hydra_report(partial(_reraise, err))
-            print(f"error: {composition_error_line(err)}", file=sys.stderr)
-            sys.exit(EXIT_COMPOSE_ERROR)
+        def composition_in_one_line() -> Any:
+            try:
+                return func()
+            except Exception as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                line = sweep_error_line(err) if _TASK_STARTED else composition_error_line(err)
+                if line is None:
+                    raise  # an error from a run: Hydra's report, with the frames that raised it
+                print(f"error: {line}", file=sys.stderr)
+                sys.exit(EXIT_COMPOSE_ERROR)
+
+        return hydra_report(composition_in_one_line)
 
     hydra_utils.run_and_report = report
     try:
@@ -181,8 +186,15 @@ def one_line_composition_errors() -> Iterator[None]:
         hydra_utils.run_and_report = hydra_report
 
 
-def _reraise(err: BaseException) -> None:
-    raise err
+def sweep_error_line(err: Exception) -> str | None:
+    """The one line for a sweep that ended without a result, or None for any other error.
+
+    The Optuna sweeper asks for the best trial after its last one; when every trial failed, Optuna raises
+    this ValueError (each job's own error is logged above it and kept in its job.json).
+    """
+    if isinstance(err, ValueError) and str(err) == "No trials are completed yet.":
+        return "every Optuna trial failed, so there is no best one (each job's error is logged above)"
+    return None
 
 
 def main() -> None:
