@@ -289,7 +289,7 @@ class HandLoop:
 
 def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
     """A fresh model of the same architecture with the trainer's initial weights, and the same optimizer: built by
-    the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused on CUDA) are identical."""
+    the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused where torch has one) are identical."""
     from trainer.build import build_model
     from trainer.optim import create_optimizer
     from trainer.runtime import compile_model

@@ -144,27 +144,34 @@ def test_help_with_an_unknown_option_is_one_line() -> None:
     assert len(out.stderr.strip().splitlines()) == 1 and "resnet18" in out.stderr
 
 
-def test_errors_after_the_task_began_keep_hydras_report(capsys: pytest.CaptureFixture[str]) -> None:
-    """Only composition errors are shortened: a failure inside a run still shows where it happened."""
+def test_only_composition_errors_before_the_task_are_shortened(capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that does not compose gets one line; a failure inside a run, or any other kind of error,
+    keeps Hydra's report, which shows where it happened."""
     from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
 
     from trainer import cli
 
-    def fails() -> None:
-        raise RuntimeError("inside the run\nsecond line")
+    def raises(err: Exception):
+        def func() -> None:
+            raise err
+        return func
 
     hydra_report = hydra_utils.run_and_report
+    cli._TASK_STARTED.append(True)  # left over from an earlier run in this process: cleared on entry
+    outcomes = []
     with cli.one_line_composition_errors():
-        with pytest.raises(SystemExit) as before:
-            hydra_utils.run_and_report(fails)
-        assert capsys.readouterr().err == "error: inside the run; second line\n"
-        cli._TASK_STARTED.append(True)
-        try:
-            with pytest.raises(SystemExit) as after:
-                hydra_utils.run_and_report(fails)
-        finally:
-            cli._TASK_STARTED.clear()
-    assert before.value.code == after.value.code == 1
-    assert "Traceback" in capsys.readouterr().err  # Hydra's own report, with the frames
+        for started, err in [(False, ConfigCompositionException("bad override\n    full_key: x")),
+                             (False, RuntimeError("not a config problem")),
+                             (True, ConfigCompositionException("raised inside a run"))]:
+            if started:
+                cli._TASK_STARTED.append(True)
+            with pytest.raises(SystemExit) as exit_info:
+                hydra_utils.run_and_report(raises(err))
+            outcomes.append((exit_info.value.code, capsys.readouterr().err))
+    cli._TASK_STARTED.clear()
+    assert outcomes[0] == (1, "error: bad override\n")
+    assert all(code == 1 and not err.startswith("error:") for code, err in outcomes[1:])  # Hydra's reports:
+    assert "Traceback" in outcomes[1][1] and "not a config problem" in outcomes[1][1]  # the frames, or
+    assert "raised inside a run" in outcomes[2][1] and "HYDRA_FULL_ERROR=1" in outcomes[2][1]  # its hint
     assert hydra_utils.run_and_report is hydra_report  # restored on exit
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -10,7 +11,7 @@ from torch import nn
 
 from tests.conftest import CONFIGS, compose
 from trainer.errors import ConfigError
-from trainer.optim import create_optimizer, fast_kernel_kwargs, parameter_groups
+from trainer.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
 from trainer.schema import validate
 
 OPTIMS = sorted(path.stem for path in (CONFIGS / "optim").glob("*.yaml"))
@@ -130,6 +131,40 @@ def test_fused_step_matches_the_for_loop_step() -> None:
         model(inputs).square().mean().backward()
         optimizer.step()
     assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> None:
+    """A for-loop optimizer's state, saved with NCHW weights, resumed into a fused optimizer over channels_last
+    weights: the kernel stays fused and the next step is the for loop's (a fused kernel reading NCHW-strided
+    momentum for NHWC weights would update the wrong elements). SGD: its step is linear in the state, so the
+    two kernels agree to rounding (Adam's sign-like steps on near-zero gradients would not)."""
+    inputs = torch.randn(4, 1, 8, 8)
+    saved_model = convnet()
+    saved = torch.optim.SGD(saved_model.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    for _ in range(2):
+        saved.zero_grad()
+        saved_model(inputs).square().mean().backward()
+        saved.step()
+
+    def resume(fused: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+        state = copy.deepcopy(saved.state_dict())  # as read from a checkpoint: tensors of its own
+        model = convnet().to(memory_format=torch.channels_last)
+        model.load_state_dict(saved_model.state_dict())
+        params = list(model.parameters())
+        if fused:
+            optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, **fast_kernel_kwargs(torch.optim.SGD, params))
+            load_optimizer_state(optimizer, state)
+        else:
+            optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, foreach=False)
+            optimizer.load_state_dict(state)
+        model(inputs).square().mean().backward()
+        optimizer.step()
+        return model, optimizer
+
+    (fused_model, fused), (loop_model, _) = resume(fused=True), resume(fused=False)
+    assert all(group["fused"] for group in fused.param_groups)
     for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

@@ -105,14 +105,27 @@ def test_config_tree_groups_keys_and_writes_text(tmp_path: Path) -> None:
 
 
 def test_sample_tiles_are_scaled_and_wrong_predictions_are_red() -> None:
-    from trainer.plots import samples_figure
+    from trainer.plots import MAX_SAMPLE_NAME_CHARS, samples_figure
 
     images = torch.stack([torch.full((1, 4, 4), 5.0), torch.arange(16.0).view(1, 4, 4), -torch.ones(1, 4, 4)])
-    figure = samples_figure(images, ["a", "b", "c"], ["a", "x", "c"])
+    long_name = "a class name far too long for a tile"
+    figure = samples_figure(images, ["a", long_name, "c"], ["a", "x", "c"])
     ax = figure.axes[0]
-    assert [(t.get_text(), t.get_color()) for t in ax.texts] == [("a / a", "black"), ("b / x", "red"),
-                                                                ("c / c", "black")]
+    labels = [(t.get_text(), t.get_color()) for t in ax.texts]
+    assert labels[0] == ("a / a", "black") and labels[2] == ("c / c", "black")
+    assert labels[1][1] == "red" and labels[1][0].endswith("\u2026 / x")
+    assert len(labels[1][0]) == MAX_SAMPLE_NAME_CHARS + len(" / x")
     mosaic = ax.images[0].get_array()
     assert mosaic.shape[2] == 3 and mosaic.min() >= 0 and mosaic.max() <= 1
-    second = mosaic[2:6, 5:9, 0]  # the tile of the ramp image (below a 2-pixel title gap, after a 1-pixel gap)
-    assert second[0, 0] == 0 and second[-1, -1] == 1
+    ramp = torch.linspace(0, 1, 16).view(4, 4).numpy()  # the second image, min-max scaled, somewhere in the mosaic
+    assert any(abs(mosaic[r:r + 4, c:c + 4, 0] - ramp).max() < 1e-6
+               for r in range(mosaic.shape[0] - 3) for c in range(mosaic.shape[1] - 3))
+
+
+def test_long_class_names_are_shortened_on_the_confusion_matrix() -> None:
+    from trainer.plots import MAX_TICK_CHARS, confusion_figure
+
+    names = [f"{'long' * 12}{i}" for i in range(12)]
+    ax = confusion_figure(torch.ones(12, 12, dtype=torch.long), names).axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(set(ticks)) == 1 and len(ticks[0]) == MAX_TICK_CHARS and ticks[0].endswith("\u2026")

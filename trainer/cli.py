@@ -157,12 +157,18 @@ def one_line_composition_errors() -> Iterator[None]:
     one `error:` line with exit code 1, instead of Hydra's multi-line report.
 
     Hydra prints its report from `hydra._internal.utils.run_and_report`, which wraps both composition and the
-    task; this swaps it, for the duration of `main`, for one that shortens only errors raised before the task
-    began (errors from a run keep Hydra's report). HYDRA_FULL_ERROR=1 still shows the whole traceback.
+    task; this swaps it, for the duration of `main`, for one that shortens only composition errors raised
+    before a task began in this process (errors from a run, or from a launcher's jobs in other processes,
+    keep Hydra's report). HYDRA_FULL_ERROR=1 still shows the whole traceback.
     """
     from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
+    from omegaconf.errors import OmegaConfBaseException
 
+    composition_errors = (ConfigCompositionException, OverrideParseException, SearchPathException,
+                          OmegaConfBaseException)
     hydra_report = hydra_utils.run_and_report
+    _TASK_STARTED.clear()
 
     def report(func: Callable[[], Any]) -> Any:
         def composition_in_one_line() -> Any:
@@ -171,9 +177,11 @@ def one_line_composition_errors() -> Iterator[None]:
             except Exception as err:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
-                line = sweep_error_line(err) if _TASK_STARTED else composition_error_line(err)
+                line = sweep_error_line(err)
+                if line is None and isinstance(err, composition_errors) and not _TASK_STARTED:
+                    line = composition_error_line(err)
                 if line is None:
-                    raise  # an error from a run: Hydra's report, with the frames that raised it
+                    raise  # an error from a run or a launcher: Hydra's report, with the frames that raised it
                 print(f"error: {line}", file=sys.stderr)
                 sys.exit(EXIT_COMPOSE_ERROR)
 

@@ -43,6 +43,29 @@ def fast_kernel_kwargs(optimizer_class: type, params: list[torch.Tensor]) -> dic
     return {"fused": True} if has_fused and supported else {}
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """`optimizer.load_state_dict(state)`, kept on this optimizer's kernel and its parameters' memory layout.
+
+    torch's loader takes each group's `fused`/`foreach` from the saved state (a checkpoint from a for-loop
+    optimizer would turn fused off) and keeps the saved strides of moment buffers, which a fused kernel reads
+    as if laid out like the parameter: a run resumed with another `trainer.channels_last` would update the
+    wrong elements. Here the kernel choice comes back and every buffer is re-laid like its parameter.
+    """
+    optimizer.load_state_dict(state)
+    kernels = {key: optimizer.defaults[key] for key in ("fused", "foreach") if key in optimizer.defaults}
+    for group in optimizer.param_groups:
+        group.update(kernels)
+        for param in group["params"]:
+            buffers = optimizer.state.get(param, {})
+            for key, value in buffers.items():
+                if not torch.is_tensor(value):
+                    continue
+                if key == "step" and group.get("fused"):
+                    buffers[key] = value.to(device=param.device, dtype=torch.float32)
+                elif value.shape == param.shape and value.stride() != param.stride():
+                    buffers[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def create_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer class of `cfg._target_`, over the model's trainable parameters.
 

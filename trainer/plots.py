@@ -6,6 +6,7 @@ importing this module costs nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 
 DPI = 100
 MAX_ANNOTATED_CLASSES = 20
+MAX_TICK_CHARS = 24  # class names on the confusion matrix's axes are shortened past this
+TICK_CHAR_INCHES = 0.085  # the width of an average character of a 10 pt tick label, with some room to spare
+TILE_INCHES = 1.8  # the longer side of a validation sample's tile
+MAX_SAMPLE_NAME_CHARS = 10  # each class name in a tile's "predicted / true" label
 
 
 def new_figure(width: float, height: float, columns: int = 1, rows: int = 1):
@@ -33,6 +38,11 @@ def new_figure(width: float, height: float, columns: int = 1, rows: int = 1):
     figure = Figure(figsize=(width, height), dpi=DPI)
     axes = figure.subplots(rows, columns, squeeze=False)
     return figure, axes
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the last one an ellipsis when anything was cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
 
 
 def inches(figure: Figure, *, left: float = 0.0, right: float = 0.0, bottom: float = 0.0, top: float = 0.0,
@@ -93,17 +103,18 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], title: str = 
     n = len(classes)
     side = min(max(6.0, 0.45 * n + 2.5), 30.0)
     figure, axes = new_figure(side, side)
-    names = max((len(c) for c in classes), default=1) * 0.075 + 0.15  # inches of the longest class name
-    rotate = n > 10 or names > 0.5
-    figure.subplots_adjust(**inches(figure, left=min(names, 3.0) + 0.45, right=0.8, top=0.45,
-                                    bottom=(min(names, 3.0) if rotate else 0.25) + 0.4))
+    names = [shorten(str(c), MAX_TICK_CHARS) for c in classes]
+    room = max((len(name) for name in names), default=1) * TICK_CHAR_INCHES + 0.15  # the longest name
+    rotate = n > 10 or room > 0.5
+    figure.subplots_adjust(**inches(figure, left=room + 0.45, right=0.8, top=0.45,
+                                    bottom=(room if rotate else 0.25) + 0.4))
     ax = axes[0][0]
     counts = matrix.cpu().numpy()
     image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count")
     ticks = range(n)
-    ax.set_xticks(ticks, labels=list(classes), rotation=90 if rotate else 0)
-    ax.set_yticks(ticks, labels=list(classes))
+    ax.set_xticks(ticks, labels=names, rotation=90 if rotate else 0)
+    ax.set_yticks(ticks, labels=names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
@@ -118,20 +129,26 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], title: str = 
 
 def samples_figure(images: torch.Tensor, predicted: Sequence[str], true: Sequence[str],
                    title: str = "validation samples (predicted / true)") -> Figure:
-    """Images (N x C x H x W, any range: each is min-max scaled) titled `pred / true`, wrong ones in red.
+    """Images (N x C x H x W, any range: each is min-max scaled) labelled `pred / true`, wrong ones in red.
 
-    The images are tiled into one picture on one axes: a grid of small axes would cost seconds to draw.
+    The images are tiled into one picture on one axes (a grid of small axes would cost seconds to draw): up
+    to 8 a row, the longer side of each 1.8 inches, a 0.25-inch band above each for its label. One channel
+    is shown in grey, three or more as RGB (the first three).
     """
     import torch
 
     n = len(images)
     columns = min(8, max(n, 1))
     rows = max(1, -(-n // columns))
-    figure, axes = new_figure(2.0 * columns, 2.2 * rows + 0.4)
+    height, width = images.shape[2:] if n else (1, 1)
+    scale = TILE_INCHES / max(height, width)  # inches per image pixel
+    label_px, gap_px = math.ceil(0.25 / scale), math.ceil(0.2 / scale)
+    figure, axes = new_figure(max(6.0, columns * (width + gap_px) * scale + 0.2),
+                              rows * (height + label_px) * scale + 0.6)
     figure.subplots_adjust(**inches(figure, left=0.1, right=0.1, bottom=0.1, top=0.45))
+    figure.suptitle(title)
     ax = axes[0][0]
     ax.axis("off")
-    figure.suptitle(title)
     if n == 0:
         return figure
     tiles = images.detach().float().cpu()
@@ -139,15 +156,13 @@ def samples_figure(images: torch.Tensor, predicted: Sequence[str], true: Sequenc
     high = tiles.amax(dim=(1, 2, 3), keepdim=True)
     tiles = (tiles - low) / (high - low).clamp(min=1e-8)
     tiles = tiles[:, :3] if tiles.shape[1] >= 3 else tiles[:, :1].expand(-1, 3, -1, -1)
-    height, width = tiles.shape[2:]
-    gap_x, gap_y = max(1, width // 8), max(2, height // 4)  # gap_y: room above each tile for its title
-    mosaic = torch.ones(3, rows * (height + gap_y), columns * (width + gap_x) - gap_x)
+    mosaic = torch.ones(3, rows * (height + label_px), columns * (width + gap_px) - gap_px)
     for index in range(n):
         row, column = divmod(index, columns)
-        top, left = row * (height + gap_y) + gap_y, column * (width + gap_x)
+        top, left = row * (height + label_px) + label_px, column * (width + gap_px)
         mosaic[:, top:top + height, left:left + width] = tiles[index]
-        ok = predicted[index] == true[index]
-        ax.text(left + (width - 1) / 2, top - 0.6, f"{predicted[index]} / {true[index]}", ha="center",
-                va="bottom", fontsize=9, color="black" if ok else "red")
+        label = f"{shorten(predicted[index], MAX_SAMPLE_NAME_CHARS)} / {shorten(true[index], MAX_SAMPLE_NAME_CHARS)}"
+        ax.text(left + (width - 1) / 2, top - 0.5 - label_px * 0.15, label, ha="center", va="bottom", fontsize=9,
+                color="black" if predicted[index] == true[index] else "red")
     ax.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
     return figure

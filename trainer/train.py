@@ -32,6 +32,7 @@ from trainer.distributed import (
 from trainer.errors import CheckpointError, ConfigError, TrainerError, described
 from trainer.loop import NonFiniteLoss, validate
 from trainer.metrics import RunningStats
+from trainer.optim import load_optimizer_state
 from trainer.preemption import Preempted, StopSignals
 from trainer.records import write_json, write_metrics_csv
 from trainer.report import write_run_report
@@ -140,7 +141,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             ema.load_state_dict(checkpoint["ema"])
         scaler.load_state_dict(checkpoint["scaler"])
         # after create_scheduler (in build_run), which resets the optimizer's lr to the schedule's start
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(optimizer, checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = TrainState(**checkpoint["state"])
         saved_world = checkpoint.get("world_size", 1)
