@@ -406,9 +406,16 @@ def bench_job(plan: Plan, say: Say) -> Section:
     table = Table("2. default job: python -m trainer, end to end", ["what", "seconds", "note"])
     table.rows = [
         ["wall time (subprocess)", spread(walls, 2), f"median (min-max) of {len(walls)} run(s)"],
-        ["inside the run (summary.json wall_s)", spread(inside, 2), "set-up, training, checkpoints, report"],
         ["outside the run", f"{median(walls) - median(inside):.2f}", "Python, torch and Hydra start-up, exit"],
+        ["inside the run (summary.json wall_s)", spread(inside, 2), "the phases below"],
     ]
+    phase_notes = {"setup": "data, model, optimizer (torch imports torch._dynamo here), loaders",
+                   "train": "the epochs' training steps", "validate": "the epochs' validation passes",
+                   "checkpoint": "last.pt and best.pt after every epoch", "report": "figures, per-class scores"}
+    for phase, note in phase_notes.items():
+        seconds = [s["phase_s"][phase] for s in summaries if phase in s.get("phase_s", {})]
+        if seconds:
+            table.rows.append([f"  {phase}", spread(seconds, 2), note])
     last = summaries[-1]
     table.notes = [f"last run: best_val_acc {last.get('best_val_acc', float('nan')):.4f}, {last.get('epochs')} epochs, "
                    f"{last.get('train_samples_per_s')} train samples/s, device {last.get('device')}"]

@@ -50,6 +50,15 @@ def test_summary_and_metrics_agree_and_beat_chance(digits_run: Path) -> None:
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
+def test_summary_says_where_the_time_went(digits_run: Path) -> None:
+    summary = read_json(digits_run / "summary.json")
+    phases = summary["phase_s"]
+    assert set(phases) == {"setup", "train", "validate", "checkpoint", "report"}
+    assert all(seconds > 0 for seconds in phases.values())
+    assert sum(phases.values()) <= summary["wall_s"] + 1e-3  # disjoint phases within the run's wall time
+    assert summary["train_samples_per_s"] * phases["train"] >= 0.9 * 2 * 1437  # two epochs of training
+
+
 def test_tensorboard_scalars_are_readable(digits_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

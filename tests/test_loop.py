@@ -154,3 +154,22 @@ def test_mixing_regularizers_still_learn(regularization: Regularization) -> None
     for _ in range(5):
         train_epoch(flat, data, regularization, optimizer, scheduler, scaler, prec)
     assert validate(flat, data, nn.CrossEntropyLoss(), prec).acc > 0.8
+
+
+def test_phase_times_nest_without_double_counting() -> None:
+    import time
+
+    from trainer.timing import PhaseTimes
+
+    times = PhaseTimes()
+    began = time.perf_counter()
+    with times.phase("train"):
+        time.sleep(0.01)
+        with times.phase("checkpoint"):
+            time.sleep(0.2)
+    with times.phase("checkpoint"):
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - began
+    assert times.seconds["checkpoint"] >= 0.21
+    assert 0.01 <= times.seconds["train"] < 0.15  # the nested checkpoint's 0.2 s is not train time
+    assert sum(times.seconds.values()) <= elapsed

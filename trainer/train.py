@@ -38,6 +38,7 @@ from trainer.records import write_json, write_metrics_csv
 from trainer.report import write_run_report
 from trainer.run_setup import build_run
 from trainer.runtime import capture_rng_state, is_compile_error, restore_rng_state
+from trainer.timing import PhaseTimes
 
 log = logging.getLogger("trainer")
 
@@ -108,6 +109,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.device | None) -> float:
     wall_start = time.perf_counter()
+    times = PhaseTimes()
     tcfg = cfg.trainer
     console = RunConsole(tcfg.progress if ctx.is_main else "none")
     resume_path = resolve_resume(tcfg.resume, run_dir)
@@ -179,23 +181,24 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
 
     def save(is_best: bool = False) -> None:
         """last.pt (and best.pt) with everything that decides the rest of the run; rank 0 writes them."""
-        rng = ctx.gather(capture_rng_state())  # every rank's, so a resumed rank continues its own draws
-        partials = ctx.gather(state.partial)  # and every rank's sums of an unfinished epoch
-        if not tcfg.save_checkpoints or not ctx.is_main:
+        with times.phase("checkpoint"):
+            rng = ctx.gather(capture_rng_state())  # every rank's, so a resumed rank continues its own draws
+            partials = ctx.gather(state.partial)  # and every rank's sums of an unfinished epoch
+            if not tcfg.save_checkpoints or not ctx.is_main:
+                ctx.barrier()
+                return
+            payload = {
+                "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
+                "rank_partial": partials, "world_size": ctx.world_size,
+                "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
+            }
+            save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+            if is_best:
+                save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
             ctx.barrier()
-            return
-        payload = {
-            "version": __version__, "config": OmegaConf.to_container(cfg, resolve=True),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
-            "rank_partial": partials, "world_size": ctx.world_size,
-            "ema": ema.state_dict() if ema is not None else None, "classes": list(datamodule.classes),
-        }
-        save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
-        if is_best:
-            save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
-        ctx.barrier()
 
     def stop_agreed() -> bool:
         """Whether any rank got a stop signal (an all-reduce under torchrun): then every rank stops here."""
@@ -220,6 +223,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             raise Preempted(f"{stop.requested}: saved {run_dir / 'checkpoints' / 'last.pt'}; resume with: "
                             f"{resume_command(run_dir)}")
 
+    times.record("setup", wall_start)
+
     # ---- the epoch loop
     train_samples = train_seconds = 0.0
     with StopSignals() as stop:
@@ -231,7 +236,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
             if state.partial is not None:
                 stats.load_state_dict(state.partial)
             state.batch_in_epoch, state.partial = 0, None
-            with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update:
+            with console.progress(f"epoch {epoch + 1}/{tcfg.max_epochs}", train_steps) as update, \
+                    times.phase("train"):
                 try:
                     train_stats = run.train_epoch(
                         islice(run.train_loader, train_steps - start_batch), stats=stats, start_batch=start_batch,
@@ -246,11 +252,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                                            "run with trainer.compile=false") from err
                     raise
             train_stats = ctx.reduce_stats(train_stats, device)
-            val_stats = ctx.reduce_stats(
-                validate(model, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device)
-            ema_stats = ctx.reduce_stats(
-                validate(ema.module, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device
-            ) if ema else None
+            with times.phase("validate"):
+                val_stats = ctx.reduce_stats(
+                    validate(model, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device)
+                ema_stats = ctx.reduce_stats(
+                    validate(ema.module, islice(run.val_loader, val_steps), val_criterion, precision, fmt), device
+                ) if ema else None
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step_epoch(val_stats.loss)
 
@@ -288,8 +295,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     in_sync = len(set(ctx.gather(weights_digest(model)))) == 1 if ctx.enabled else None
     if tcfg.report and tcfg.save_checkpoints and ctx.is_main:  # figures and per-class scores of best.pt
         full_val = datamodule.val_loader(device.type == "cuda", device=device) if ctx.enabled else run.val_loader
-        write_run_report(run_dir, state.history, model, islice(full_val, val_steps * ctx.world_size),
-                         list(datamodule.classes), precision, logger, cfg, log_graph=logger.graph)
+        with times.phase("report"):
+            write_run_report(run_dir, state.history, model, islice(full_val, val_steps * ctx.world_size),
+                             list(datamodule.classes), precision, logger, cfg, log_graph=logger.graph)
     logger.close()
 
     # ---- the summary
@@ -298,7 +306,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
         "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "epochs": state.epoch, "global_step": state.global_step, "skipped_batches": state.skipped_batches,
-        "wall_s": round(time.perf_counter() - wall_start, 3),
+        "wall_s": round(time.perf_counter() - wall_start, 3), "phase_s": times.rounded(),
         "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
         "device": str(device), "precision": precision.name, "params": params,
         "batch_size": datamodule.batch_size, "world_size": ctx.world_size, "global_batch": global_batch,
@@ -336,6 +344,8 @@ def _choice(group: str, fallback: str) -> str:
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item:.2f} s" for key, item in value.items())  # phase_s
     if isinstance(value, float):
         return f"{value:.4f}" if value < 100 else f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
