@@ -411,7 +411,8 @@ def bench_job(plan: Plan, say: Say) -> Section:
     ]
     phase_notes = {"setup": "data, model, optimizer (torch imports torch._dynamo here), loaders",
                    "train": "the epochs' training steps", "validate": "the epochs' validation passes",
-                   "checkpoint": "last.pt and best.pt after every epoch", "report": "figures, per-class scores"}
+                   "checkpoint": "last.pt and best.pt after every epoch", "report": "figures, per-class scores",
+                   "other": "metrics files, logging, progress display"}
     for phase, note in phase_notes.items():
         seconds = [s["phase_s"][phase] for s in summaries if phase in s.get("phase_s", {})]
         if seconds:

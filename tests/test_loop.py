@@ -156,20 +156,21 @@ def test_mixing_regularizers_still_learn(regularization: Regularization) -> None
     assert validate(flat, data, nn.CrossEntropyLoss(), prec).acc > 0.8
 
 
-def test_phase_times_nest_without_double_counting() -> None:
-    import time
+def test_phase_times_nest_without_double_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
 
-    from trainer.timing import PhaseTimes
+    from trainer import timing
 
-    times = PhaseTimes()
-    began = time.perf_counter()
+    clock = [100.0]
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    times = timing.PhaseTimes()
     with times.phase("train"):
-        time.sleep(0.01)
+        clock[0] += 1.0
         with times.phase("checkpoint"):
-            time.sleep(0.2)
+            clock[0] += 5.0
+        clock[0] += 2.0
     with times.phase("checkpoint"):
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - began
-    assert times.seconds["checkpoint"] >= 0.21
-    assert 0.01 <= times.seconds["train"] < 0.15  # the nested checkpoint's 0.2 s is not train time
-    assert sum(times.seconds.values()) <= elapsed
+        clock[0] += 0.5
+    assert times.seconds == {"train": 3.0, "checkpoint": 5.5}  # the nested checkpoint is not train time
+    summary = times.summary(("setup", "train", "checkpoint"), wall_s=10.0)
+    assert summary == {"setup": 0.0, "train": 3.0, "checkpoint": 5.5, "other": 1.5}

@@ -157,9 +157,10 @@ def one_line_composition_errors() -> Iterator[None]:
     one `error:` line with exit code 1, instead of Hydra's multi-line report.
 
     Hydra prints its report from `hydra._internal.utils.run_and_report`, which wraps both composition and the
-    task; this swaps it, for the duration of `main`, for one that shortens only composition errors raised
-    before a task began in this process (errors from a run, or from a launcher's jobs in other processes,
-    keep Hydra's report). HYDRA_FULL_ERROR=1 still shows the whole traceback.
+    task; this swaps it, for the duration of `main`, for one that shortens Hydra's and OmegaConf's composition
+    errors raised before a task began in this process. Other errors (from a run, from a launcher or sweeper
+    plugin, such as a search space Optuna cannot read) keep Hydra's report; HYDRA_FULL_ERROR=1 still shows
+    the whole traceback.
     """
     from hydra._internal import utils as hydra_utils
     from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException

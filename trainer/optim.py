@@ -62,6 +62,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
                     continue
                 if key == "step" and group.get("fused"):
                     buffers[key] = value.to(device=param.device, dtype=torch.float32)
+                elif key == "step" and not group.get("capturable") and value.device.type != "cpu":
+                    buffers[key] = value.cpu()  # the for-loop and foreach steps read it on the host
                 elif value.shape == param.shape and value.stride() != param.stride():
                     buffers[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 

@@ -41,8 +41,12 @@ def new_figure(width: float, height: float, columns: int = 1, rows: int = 1):
 
 
 def shorten(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters, the last one an ellipsis when anything was cut."""
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+    """`text` in at most `limit` characters: its start and its end around an ellipsis when it is longer
+    (class names often share a prefix, so the end is what tells them apart)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return text[:head] + "\u2026" + text[len(text) - (limit - head - 1):]
 
 
 def inches(figure: Figure, *, left: float = 0.0, right: float = 0.0, bottom: float = 0.0, top: float = 0.0,
@@ -132,8 +136,8 @@ def samples_figure(images: torch.Tensor, predicted: Sequence[str], true: Sequenc
     """Images (N x C x H x W, any range: each is min-max scaled) labelled `pred / true`, wrong ones in red.
 
     The images are tiled into one picture on one axes (a grid of small axes would cost seconds to draw): up
-    to 8 a row, the longer side of each 1.8 inches, a 0.25-inch band above each for its label. One channel
-    is shown in grey, three or more as RGB (the first three).
+    to 8 a row, the longer side of each 1.8 inches, columns at least 2 inches apart and a 0.25-inch band
+    above each tile for its label. One channel is shown in grey, three or more as RGB (the first three).
     """
     import torch
 
@@ -142,7 +146,8 @@ def samples_figure(images: torch.Tensor, predicted: Sequence[str], true: Sequenc
     rows = max(1, -(-n // columns))
     height, width = images.shape[2:] if n else (1, 1)
     scale = TILE_INCHES / max(height, width)  # inches per image pixel
-    label_px, gap_px = math.ceil(0.25 / scale), math.ceil(0.2 / scale)
+    label_px = math.ceil(0.25 / scale)
+    gap_px = max(math.ceil(0.2 / scale), math.ceil((TILE_INCHES + 0.2) / scale) - width)  # room for the label
     figure, axes = new_figure(max(6.0, columns * (width + gap_px) * scale + 0.2),
                               rows * (height + label_px) * scale + 0.6)
     figure.subplots_adjust(**inches(figure, left=0.1, right=0.1, bottom=0.1, top=0.45))

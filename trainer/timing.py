@@ -33,5 +33,10 @@ class PhaseTimes:
         """Add the seconds since `since` (a `time.perf_counter()` reading) to phase `name`."""
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - since
 
-    def rounded(self) -> dict[str, float]:
-        return {name: round(seconds, 3) for name, seconds in self.seconds.items()}
+    def summary(self, phases: tuple[str, ...], wall_s: float) -> dict[str, float]:
+        """Seconds per phase, 0 for those that did not run, and `other`: the rest of `wall_s` (metrics files,
+        logging, the progress display, collectives between phases)."""
+        seconds = {name: round(self.seconds.get(name, 0.0), 3) for name in phases}
+        seconds |= {name: round(value, 3) for name, value in self.seconds.items() if name not in phases}
+        seconds["other"] = round(max(0.0, wall_s - sum(self.seconds.values())), 3)
+        return seconds

@@ -43,6 +43,7 @@ from trainer.timing import PhaseTimes
 log = logging.getLogger("trainer")
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "summary.json")
+PHASES = ("setup", "train", "validate", "checkpoint", "report")  # summary.json phase_s, with `other`
 
 
 @dataclass
@@ -302,11 +303,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
 
     # ---- the summary
     last = state.history[-1] if state.history else {}
+    wall_s = time.perf_counter() - wall_start
     summary = {
         "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "epochs": state.epoch, "global_step": state.global_step, "skipped_batches": state.skipped_batches,
-        "wall_s": round(time.perf_counter() - wall_start, 3), "phase_s": times.rounded(),
+        "wall_s": round(wall_s, 3), "phase_s": times.summary(PHASES, wall_s),
         "train_samples_per_s": round(train_samples / train_seconds, 1) if train_seconds else None,
         "device": str(device), "precision": precision.name, "params": params,
         "batch_size": datamodule.batch_size, "world_size": ctx.world_size, "global_batch": global_batch,
