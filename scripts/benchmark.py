@@ -628,9 +628,13 @@ def machine_line(machine: dict[str, Any]) -> str:
             f"threads), GPU: {machine['gpu'] or 'none'}, Python {machine['python']}, {load}")
 
 
-def summary_table(sections: list[Section]) -> Table:
-    return Table("summary", ["check", "value", "target", "result"],
-                 [[c.name, c.value, c.target, c.status] for s in sections for c in s.checks])
+def summary_table(sections: list[Section], quick: bool = False) -> Table:
+    table = Table("summary", ["check", "value", "target", "result"],
+                  [[c.name, c.value, c.target, c.status] for s in sections for c in s.checks])
+    if quick:
+        table.notes = ["--quick times a few batches and runs: a check tells that the section works, not the "
+                       "figure; record figures from a full run"]
+    return table
 
 
 def print_rich(console: Console, table: Table) -> None:
@@ -649,7 +653,7 @@ def append_markdown(path: Path, sections: list[Section], machine: dict[str, Any]
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [f"## {stamp}: `{command}`", f"Machine: {machine_line(machine)}."]
     parts += [table.markdown() for section in sections for table in section.tables]
-    parts.append(summary_table(sections).markdown())
+    parts.append(summary_table(sections, quick="--quick" in command.split()).markdown())
     existing = path.read_text() if path.exists() else "# Benchmarks\n"
     path.write_text(existing.rstrip("\n") + "\n\n" + "\n\n".join(parts) + "\n")
 
@@ -711,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section)
         for table in section.tables:
             print_rich(console, table)
-    print_rich(console, summary_table(sections))
+    print_rich(console, summary_table(sections, quick=args.quick))
     machine["load_average_end"] = round(os.getloadavg()[0], 2)  # other processes skew every figure: say how busy
     say(f"done in {time.perf_counter() - started:.0f} s (load average now {machine['load_average_end']})")
 
