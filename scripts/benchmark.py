@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from trainer.run_setup import RunSetup
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs"
 MNIST_ROOT = REPO.parent / "shared" / "data"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 SECTIONS = ("overhead", "job", "startup", "data", "gpu")
@@ -170,26 +169,14 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 
 def compose(*overrides: str) -> DictConfig:
-    """The config that `python -m trainer OVERRIDES` runs with, composed in-process as tests/conftest.py does and
-    validated as the CLI validates it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The config that `python -m trainer OVERRIDES` runs with, composed in-process and validated as the CLI
+    validates it."""
+    from trainer.cli import compose_config
+    from trainer.schema import validate
 
-    from trainer.schema import register_configs, validate
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides))
+    cfg = compose_config(overrides)
     validate(cfg)
     return cfg
-
-
-def build_trainer(cfg: DictConfig) -> RunSetup:
-    """What trainer/train.py builds before its epoch loop (trainer.run_setup.build_run), without the logger,
-    checkpoints and resume. channels_last and torch.compile come from the config (trainer.channels_last, .compile)."""
-    from trainer.run_setup import build_run
-
-    return build_run(cfg)
 
 
 def tensor_round(run: RunSetup, data: StagedData, per_step_check: bool = True) -> Round:
@@ -344,6 +331,8 @@ def free_memory() -> None:
 def bench_overhead(plan: Plan, say: Say) -> Section:
     import torch
 
+    from trainer.run_setup import build_run
+
     table = Table(f"1. overhead: trainer vs hand-written loop (CPU, 32 px, batch {OVERHEAD_BATCH}, fake data)",
                   ["model", "trainer samples/s", "trainer loop, tensor batches", "hand-written samples/s",
                    "trainer / hand", "loop only / hand"])
@@ -355,7 +344,7 @@ def bench_overhead(plan: Plan, say: Say) -> Section:
                       "data.num_classes=10", f"data.batch_size={OVERHEAD_BATCH}",
                       f"data.train_size={batches * OVERHEAD_BATCH}", "data.in_memory=true", "trainer.device=cpu",
                       "logger=none")
-        run = build_trainer(cfg)
+        run = build_run(cfg)  # what trainer/train.py builds before its epoch loop
         data = stage_train_set(run)
         hand = build_hand_loop(run, data)
         rates = alternate({
@@ -484,6 +473,8 @@ def largest_packages(importtime_stderr: str, count: int = 3) -> list[tuple[str, 
 
 
 def bench_data(plan: Plan, say: Say) -> Section:
+    from trainer.run_setup import build_run
+
     table = Table("4. data path: MNIST, simple_cnn, augment=basic augment.flip=false, one epoch",
                   ["variant", "train loader", "samples/s", "epoch s", "in-memory speed-up", "loader alone, samples/s"])
     raw: dict[str, Any] = {}
@@ -500,7 +491,7 @@ def bench_data(plan: Plan, say: Say) -> Section:
     for label, overrides in variants.items():
         cfg = compose(*base, *overrides)
         say(f"data: {label}")
-        run = build_trainer(cfg)
+        run = build_run(cfg)  # what trainer/train.py builds before its epoch loop
         device = str(run.device)
         run.datamodule.set_train_epoch(0)
         run.train_epoch(islice(run.train_loader, plan.data_warmup))  # loader workers start here, outside the timing
@@ -559,6 +550,8 @@ def bench_data(plan: Plan, say: Say) -> Section:
 def bench_gpu(plan: Plan, say: Say, compile_mode: str) -> Section:
     import torch
 
+    from trainer.run_setup import build_run
+
     title = f"5. GPU: ResNet-50, 224 px, batch {GPU_BATCH}, bf16 + channels_last"
     columns = ["torch.compile", "trainer samples/s", "trainer, no per-step finite check", "hand-written samples/s",
                "trainer / hand", "no check / hand"]
@@ -577,7 +570,7 @@ def bench_gpu(plan: Plan, say: Say, compile_mode: str) -> Section:
                       "data.in_memory=true", "trainer.precision=bf16", "trainer.channels_last=true",
                       f"trainer.compile={str(mode is not None).lower()}", f"trainer.compile_mode={mode or 'default'}",
                       "logger=none")
-        run = build_trainer(cfg)
+        run = build_run(cfg)  # what trainer/train.py builds before its epoch loop
         data = stage_train_set(run)
         hand = build_hand_loop(run, data)
         sides: dict[str, Round] = {"trainer": tensor_round(run, data),

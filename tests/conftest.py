@@ -17,14 +17,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def compose(*overrides: str):
     """The config `python -m trainer <overrides>` would run with (without Hydra's own node)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from trainer.cli import compose_config
 
-    from trainer.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, report: bool = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from trainer.errors import EXIT_COMPOSE_ERROR, TrainerError, composition_error_line, described, first_line
 from trainer.hydra_callbacks import FailedJob
+from trainer.launch import launched_by_torchrun, torchrun_rank
 from trainer.preemption import Preempted
 from trainer.schema import register_configs, validate
 
@@ -34,6 +35,14 @@ def one_line(err: TrainerError) -> str:
     if "Original Traceback" in text:
         return text.splitlines()[-1].split(": ", 1)[-1] or type(err).__name__
     return first_line(err)
+
+
+def compose_config(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """The config `python -m trainer OVERRIDES` runs with, composed in-process (Hydra's own node only when asked)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
 def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> float | None:
@@ -117,7 +126,7 @@ def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:
 
 def quiet_secondary_ranks(argv: list[str]) -> list[str]:
     """Under torchrun only rank 0 writes the run dir and logs; the other ranks learn its path at start-up."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+    if launched_by_torchrun() and torchrun_rank() != 0:
         return [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
                 "hydra.run.dir=."]
     return argv
@@ -132,12 +141,10 @@ def print_help(overrides: list[str]) -> None:
     Hydra builds the same page but copies its whole config repository once per group listed (seconds,
     with a schema per option); reading the group folders of configs/ directly answers at once.
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="train"):
-            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        cfg = compose_config(overrides, with_hydra=True)
     except Exception as err:  # an unknown option or key among the overrides
         print(f"error: {composition_error_line(err)}", file=sys.stderr)
         sys.exit(EXIT_COMPOSE_ERROR)
@@ -211,7 +218,7 @@ def main() -> None:
     if ("--help" in args or "-h" in args) and "--hydra-help" not in args:
         print_help([a for a in args if "=" in a or a.startswith("~")])  # the overrides, not Hydra's flags
         return
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ("-m" in args or "--multirun" in args):
+    if launched_by_torchrun() and ("-m" in args or "--multirun" in args):
         print("error: a sweep (-m) cannot run under torchrun; start one torchrun job per configuration",
               file=sys.stderr)
         sys.exit(2)

@@ -16,16 +16,8 @@ import torch
 from torch import nn
 
 from trainer.errors import ConfigError
+from trainer.launch import launched_by_torchrun, torchrun_rank
 from trainer.metrics import EpochStats
-
-
-def launched_by_torchrun() -> bool:
-    """True in a process that torchrun started with more than one process in the job."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,8 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device | None
     """
     if not launched_by_torchrun():
         return Distributed(), None
-    rank, local_rank, world_size = env_rank(), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"])
+    rank, world_size = torchrun_rank(), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={device_name} but no CUDA device is available; use trainer.device=cpu")

@@ -12,7 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Sequent
 
 from trainer.data.batch_augment import BatchAugment
 from trainer.data.device_batches import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
-from trainer.data.sampler import EpochSampler
+from trainer.data.sampler import EpochSampler, check_shard
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -128,8 +128,7 @@ class DataModule:
     def val_loader(self, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
                    world_size: int = 1) -> DataLoader | DeviceValBatches:
         """The val set in order; with `world_size` > 1, rank r gets samples r, r + world_size, ... (no padding)."""
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
+        check_shard(rank, world_size)
         if self.in_memory:
             images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in self.val_set.tensors)
             return DeviceValBatches(images, labels, self._normalizer(device), self.batch_size)

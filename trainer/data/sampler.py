@@ -9,6 +9,12 @@ import torch
 from torch.utils.data import Sampler
 
 
+def check_shard(rank: int, world_size: int) -> None:
+    """A ValueError unless `rank` names one of `world_size` shards."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
+
+
 class EpochSampler(Sampler[int]):
     """Indices for one epoch, shuffled by a generator seeded from (seed, epoch), from batch `start_batch` on.
 
@@ -21,8 +27,7 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
                  world_size: int = 1) -> None:
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
+        check_shard(rank, world_size)
         self.length = length
         self.batch_size = batch_size
         self.shuffle = shuffle
