@@ -2,7 +2,7 @@
 
 Everything runs in one invocation, so the figures are comparable (same machine, same load, same torch build):
 
-1. overhead  steady-state training samples/s of the trainer's own hot loop (`trainer.loop.train_epoch` over the
+1. overhead  steady-state training samples/s of the trainer's own hot loop (`trainer.training.loop.train_epoch` over the
              data module's train loader, set up as trainer/train.py sets it up) against a minimal hand-written
              loop on the same model, batch, data tensors and optimizer, in alternating rounds (CPU, 32 px).
 2. job       `python -m trainer` (the default job) end to end, as a user runs it.
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from torch import nn
 
-    from trainer.run_setup import RunSetup
+    from trainer.training.setup import RunSetup
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_ROOT = REPO.parent / "shared" / "data"
@@ -252,7 +252,7 @@ class HandLoop:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     data: StagedData
-    precision: Any  # trainer.runtime.Precision: its autocast, as the trainer's side uses it
+    precision: Any  # trainer.training.runtime.Precision: its autocast, as the trainer's side uses it
     memory_format: torch.memory_format
 
     def round(self, epoch: int, batches: int) -> tuple[int, float]:
@@ -278,8 +278,8 @@ def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
     """A fresh model of the same architecture with the trainer's initial weights, and the same optimizer: built by
     the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused where torch has one) are identical."""
     from trainer.build import build_model
-    from trainer.optim import create_optimizer
-    from trainer.runtime import compile_model
+    from trainer.training.optim import create_optimizer
+    from trainer.training.runtime import compile_model
 
     model = build_model(run.cfg.model)
     model.load_state_dict(run.model.state_dict())  # run.model has not trained yet: the same initial weights
@@ -331,7 +331,7 @@ def free_memory() -> None:
 def bench_overhead(plan: Plan, say: Say) -> Section:
     import torch
 
-    from trainer.run_setup import build_run
+    from trainer.training.setup import build_run
 
     table = Table(f"1. overhead: trainer vs hand-written loop (CPU, 32 px, batch {OVERHEAD_BATCH}, fake data)",
                   ["model", "trainer samples/s", "trainer loop, tensor batches", "hand-written samples/s",
@@ -367,8 +367,8 @@ def bench_overhead(plan: Plan, say: Say) -> Section:
     table.notes = [
         f"medians (min-max) of {plan.rounds} alternating rounds after one warm-up round each; "
         f"{', '.join(f'{m} {plan.batches[m]}' for m in OVERHEAD_MODELS)} batches a round",
-        "trainer: trainer.loop.train_epoch over the fake data module's train loader, set up as trainer/train.py "
-        f"does (data path: {raw.get(OVERHEAD_MODELS[0], {}).get('data_path', '?')})",
+        "trainer: trainer.training.loop.train_epoch over the fake data module's train loader, set up as "
+        f"trainer/training/train.py does (data path: {raw.get(OVERHEAD_MODELS[0], {}).get('data_path', '?')})",
         "trainer loop, tensor batches: the same train_epoch fed the hand-written loop's tensor batches, "
         "i.e. the loop's own cost without the data loader",
         "hand-written: X[idx], Y[idx] -> F.cross_entropy(model(x), y) -> zero_grad -> backward -> step, on the "
@@ -473,7 +473,7 @@ def largest_packages(importtime_stderr: str, count: int = 3) -> list[tuple[str, 
 
 
 def bench_data(plan: Plan, say: Say) -> Section:
-    from trainer.run_setup import build_run
+    from trainer.training.setup import build_run
 
     table = Table("4. data path: MNIST, simple_cnn, augment=basic augment.flip=false, one epoch",
                   ["variant", "train loader", "samples/s", "epoch s", "in-memory speed-up", "loader alone, samples/s"])
@@ -550,7 +550,7 @@ def bench_data(plan: Plan, say: Say) -> Section:
 def bench_gpu(plan: Plan, say: Say, compile_mode: str) -> Section:
     import torch
 
-    from trainer.run_setup import build_run
+    from trainer.training.setup import build_run
 
     title = f"5. GPU: ResNet-50, 224 px, batch {GPU_BATCH}, bf16 + channels_last"
     columns = ["torch.compile", "trainer samples/s", "trainer, no per-step finite check", "hand-written samples/s",

@@ -14,8 +14,8 @@ from torch.utils.data import TensorDataset
 
 from tests.conftest import CONFIGS, compose
 from tests.test_data import data_overrides
-from trainer.augment import Augment, autoaugment, basic, standard
 from trainer.build import build_data
+from trainer.data.augment import Augment, autoaugment, basic, standard
 from trainer.data.transforms import train_transform
 from trainer.errors import ConfigError
 from trainer.schema import validate

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.checkpoint import atomic_write, check_model_config, load_checkpoint, save_checkpoint
 from trainer.errors import CheckpointError, OutputError
-from trainer.runtime import capture_rng_state, restore_rng_state
+from trainer.training.checkpoint import atomic_write, check_model_config, load_checkpoint, save_checkpoint
+from trainer.training.runtime import capture_rng_state, restore_rng_state
 
 
 def payload() -> dict:

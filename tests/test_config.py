@@ -11,8 +11,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from tests.conftest import CONFIGS, compose
 from trainer.build import build_data, build_model
 from trainer.errors import ConfigError
-from trainer.optim import create_optimizer, create_scheduler
 from trainer.schema import validate
+from trainer.training.optim import create_optimizer, create_scheduler
 
 
 def options(group: str) -> list[str]:
@@ -86,7 +86,7 @@ def test_optim_and_scheduler_options_step(optim: str, scheduler: str) -> None:
 
 @pytest.mark.parametrize("option", options("augment"))
 def test_augment_options_instantiate(option: str) -> None:
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
     from trainer.data.transforms import train_transform
 
     cfg = compose(f"augment={option}", "data=fake")

@@ -14,13 +14,13 @@ from torch.utils.data import TensorDataset
 
 from tests.conftest import compose
 from tests.test_data import build, write_cifar, write_image_tree, write_mnist_like
-from trainer import augment as augments
-from trainer.augment import Augment, basic
 from trainer.build import build_data
+from trainer.data import augment as augments
+from trainer.data.augment import Augment, basic
 from trainer.data.base import DataModule
 from trainer.data.batch_augment import BatchAugment
-from trainer.data.device_batches import DeviceTrainBatches, Normalizer
 from trainer.data.digits import DigitsDataModule
+from trainer.data.in_memory import DeviceTrainBatches, Normalizer
 from trainer.data.sampler import EpochSampler
 from trainer.errors import ConfigError
 from trainer.schema import validate

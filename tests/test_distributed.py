@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests.conftest import REPO, read_json, run_cli
-from trainer.distributed import Distributed, weights_digest
-from trainer.metrics import EpochStats
+from trainer.training.distributed import Distributed, weights_digest
+from trainer.training.metrics import EpochStats
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 QUICK = ("trainer.max_epochs=1", "trainer.progress=none", "trainer.report=false")

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from tests.conftest import read_json, run_cli
-from trainer.loop import NonFiniteLoss, train_epoch, validate
-from trainer.optim import Scheduler
-from trainer.regularization import Regularization
-from trainer.runtime import Precision, compile_model, is_compile_error, memory_format
+from trainer.training.loop import NonFiniteLoss, train_epoch, validate
+from trainer.training.optim import Scheduler
+from trainer.training.regularization import Regularization
+from trainer.training.runtime import Precision, compile_model, is_compile_error, memory_format
 
 CPU = torch.device("cpu")
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.ema import create_ema
-from trainer.loop import train_epoch, validate
-from trainer.metrics import RunningStats, topk_correct
-from trainer.optim import Scheduler
-from trainer.regularization import Regularization
-from trainer.runtime import Precision
+from trainer.training.ema import create_ema
+from trainer.training.loop import train_epoch, validate
+from trainer.training.metrics import RunningStats, topk_correct
+from trainer.training.optim import Scheduler
+from trainer.training.regularization import Regularization
+from trainer.training.runtime import Precision
 
 CPU = torch.device("cpu")
 
@@ -102,7 +102,7 @@ def test_topk_and_running_stats_count_hits() -> None:
 
 
 def test_auxiliary_logits_add_weighted_losses() -> None:
-    from trainer.loop import AUX_LOSS_WEIGHT, forward_with_aux
+    from trainer.training.loop import AUX_LOSS_WEIGHT, forward_with_aux
 
     class TwoHeads(nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +159,7 @@ def test_mixing_regularizers_still_learn(regularization: Regularization) -> None
 def test_phase_times_nest_without_double_counting(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from trainer import timing
+    from trainer.training import timing
 
     clock = [100.0]
     monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock[0]))

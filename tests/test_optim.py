@@ -11,8 +11,8 @@ from torch import nn
 
 from tests.conftest import CONFIGS, compose
 from trainer.errors import ConfigError
-from trainer.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
 from trainer.schema import validate
+from trainer.training.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
 
 OPTIMS = sorted(path.stem for path in (CONFIGS / "optim").glob("*.yaml"))
 

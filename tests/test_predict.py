@@ -14,9 +14,9 @@ from PIL import Image
 from tests.conftest import compose, read_json, run_cli
 from trainer.data.digits import DigitsDataModule
 from trainer.errors import ConfigError, DataError, TrainerError
-from trainer.export import export
-from trainer.inference import image_transform, load_for_inference
-from trainer.predict import predict
+from trainer.modes.export import export
+from trainer.modes.inference import image_transform, load_for_inference
+from trainer.modes.predict import predict
 from trainer.schema import validate
 
 FAST = ("trainer.progress=plain",)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.ema import create_ema
-from trainer.regularization import MixedTargets, Regularization, cutmix
+from trainer.training.ema import create_ema
+from trainer.training.regularization import MixedTargets, Regularization, cutmix
 
 
 def test_label_smoothing_matches_the_formula() -> None:

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO, read_json, run_cli
-from trainer.loop import NonFiniteLoss, train_epoch
-from trainer.optim import Scheduler
-from trainer.preemption import StopSignals
-from trainer.regularization import Regularization
-from trainer.runtime import Precision
+from trainer.training.loop import NonFiniteLoss, train_epoch
+from trainer.training.optim import Scheduler
+from trainer.training.preemption import StopSignals
+from trainer.training.regularization import Regularization
+from trainer.training.runtime import Precision
 
 
 def test_a_stop_signal_sets_a_flag_and_handlers_are_restored() -> None:

@@ -11,12 +11,12 @@ from PIL import Image
 
 from tests.conftest import compose
 from trainer.build import build_data, build_model
-from trainer.checkpoint import save_checkpoint
-from trainer.classification import confusion_matrix, per_class_metrics
-from trainer.console import config_tree, write_config_tree
-from trainer.loggers import NullLogger, TensorBoardLogger
-from trainer.report import write_run_report
-from trainer.runtime import Precision
+from trainer.reporting.classification import confusion_matrix, per_class_metrics
+from trainer.reporting.console import config_tree, write_config_tree
+from trainer.reporting.loggers import NullLogger, TensorBoardLogger
+from trainer.reporting.report import write_run_report
+from trainer.training.checkpoint import save_checkpoint
+from trainer.training.runtime import Precision
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = [{"epoch": e, "step": 10 * e, "lr": 0.003 / e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e,
@@ -105,7 +105,7 @@ def test_config_tree_groups_keys_and_writes_text(tmp_path: Path) -> None:
 
 
 def test_sample_tiles_are_scaled_and_wrong_predictions_are_red() -> None:
-    from trainer.plots import MAX_SAMPLE_NAME_CHARS, samples_figure
+    from trainer.reporting.plots import MAX_SAMPLE_NAME_CHARS, samples_figure
 
     images = torch.stack([torch.full((1, 4, 4), 5.0), torch.arange(16.0).view(1, 4, 4), -torch.ones(1, 4, 4)])
     long_name = "a class name far too long for a tile"
@@ -123,7 +123,7 @@ def test_sample_tiles_are_scaled_and_wrong_predictions_are_red() -> None:
 
 
 def test_long_class_names_are_shortened_on_the_confusion_matrix() -> None:
-    from trainer.plots import MAX_TICK_CHARS, confusion_figure
+    from trainer.reporting.plots import MAX_TICK_CHARS, confusion_figure
 
     names = [f"{'prefix_' * 6}{i}" for i in range(12)]  # 43 characters, told apart only at the end
     ax = confusion_figure(torch.ones(12, 12, dtype=torch.long), names).axes[0]

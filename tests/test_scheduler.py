@@ -15,8 +15,8 @@ from torch import nn
 
 from tests.conftest import CONFIGS, compose, run_cli
 from trainer.errors import ConfigError
-from trainer.optim import Scheduler, WarmupCosine, create_optimizer, create_scheduler
 from trainer.schema import validate
+from trainer.training.optim import Scheduler, WarmupCosine, create_optimizer, create_scheduler
 
 SCHEDULERS = sorted(path.stem for path in (CONFIGS / "scheduler").glob("*.yaml"))
 EPOCHS, STEPS = 6, 5  # a short run: 6 epochs of 5 batches
@@ -38,7 +38,7 @@ def build(scheduler: str, *overrides: str, epochs: int = EPOCHS, steps: int = ST
 
 def lr_curve(optimizer: torch.optim.Optimizer, schedule: Scheduler, epochs: int = EPOCHS, steps: int = STEPS,
              val_losses: list[float] | None = None, start_epoch: int = 0) -> list[float]:
-    """The lr of every batch, calling the scheduler exactly as trainer.loop / trainer.train do."""
+    """The lr of every batch, calling the scheduler exactly as trainer.training.loop / trainer.training.train do."""
     lrs = []
     for epoch in range(start_epoch, epochs):
         for _ in range(steps):
@@ -218,7 +218,7 @@ def test_onecycle_holds_its_last_lr_past_the_end() -> None:
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_a_resumed_schedule_continues_where_it_stopped(scheduler: str) -> None:
-    """Stop after 2 epochs, restore as trainer.train does (create_scheduler, then the optimizer's and the
+    """Stop after 2 epochs, restore as trainer.training.train does (create_scheduler, then the optimizer's and the
     scheduler's states, through a weights-only checkpoint), finish: the same lrs as an uninterrupted run."""
     _, optimizer, schedule = build(scheduler)
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]

@@ -10,7 +10,7 @@ from torch import nn
 from tests.conftest import read_json, run_cli
 from trainer.models.resnet import ResNet
 from trainer.models.vgg import VGG
-from trainer.summary import model_receptive_field, profile, receptive_field
+from trainer.modes.model_summary import model_receptive_field, profile, receptive_field
 
 
 def test_the_guides_receptive_field_example() -> None:

@@ -16,11 +16,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from trainer.environment import launched_by_torchrun, torchrun_rank
 from trainer.errors import EXIT_COMPOSE_ERROR, TrainerError, composition_error_line, described, first_line
 from trainer.hydra_callbacks import FailedJob
-from trainer.launch import launched_by_torchrun, torchrun_rank
-from trainer.preemption import Preempted
 from trainer.schema import register_configs, validate
+from trainer.training.preemption import Preempted
 
 log = logging.getLogger("trainer")
 
@@ -50,25 +50,25 @@ def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> f
     validate(cfg)
     limit_threads(cfg.trainer.num_threads, launcher)
     if cfg.mode == "eval":
-        from trainer.evaluate import evaluate
+        from trainer.modes.evaluate import evaluate
 
         return evaluate(cfg, run_dir)
     if cfg.mode == "summary":
-        from trainer.summary import summarize
+        from trainer.modes.model_summary import summarize
 
         summarize(cfg, run_dir)
         return None
     if cfg.mode == "predict":
-        from trainer.predict import predict
+        from trainer.modes.predict import predict
 
         predict(cfg, run_dir)
         return None
     if cfg.mode == "export":
-        from trainer.export import export
+        from trainer.modes.export import export
 
         export(cfg, run_dir)
         return None
-    from trainer.train import train
+    from trainer.training.train import train
 
     return train(cfg, run_dir)
 

@@ -68,7 +68,7 @@ def compare_table(run_dirs: list[Path]) -> Table:
 
 
 def plot_val_acc(run_dirs: list[Path], out: Path) -> Path:
-    from trainer.plots import new_figure, save_figure
+    from trainer.reporting.plots import new_figure, save_figure
 
     figure, axes = new_figure(8, 5)
     ax = axes[0][0]

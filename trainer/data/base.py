@@ -11,12 +11,12 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, TensorDataset
 
 from trainer.data.batch_augment import BatchAugment
-from trainer.data.device_batches import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
+from trainer.data.in_memory import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
 from trainer.data.sampler import EpochSampler, check_shard
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 
 def seed_worker(worker_id: int) -> None:

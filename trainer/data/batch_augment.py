@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 SUPPORTED = ("none", "basic")
 ERASE_SCALE = (0.02, 0.33)

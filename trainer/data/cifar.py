@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.data.decoded import DecodedSplits, InMemoryDataModule
 from trainer.data.files import load_array_pickle, require_files
-from trainer.data.in_memory import DecodedSplits, InMemoryDataModule
 from trainer.errors import DataError
 
 

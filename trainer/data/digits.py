@@ -18,13 +18,12 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from trainer.data.base import DataModule
-from trainer.data.device_batches import TensorSplits
-from trainer.data.transformed import TransformedDataset
-from trainer.data.transforms import train_transform
+from trainer.data.in_memory import TensorSplits
+from trainer.data.transforms import TransformedDataset, train_transform
 from trainer.errors import DataError
 
 if TYPE_CHECKING:
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 
 @functools.cache

@@ -8,11 +8,11 @@ import torch
 from torch.utils.data import Dataset
 
 from trainer.data.base import DataModule
-from trainer.data.device_batches import TensorSplits
+from trainer.data.in_memory import TensorSplits
 from trainer.data.transforms import eval_transform, train_transform
 
 if TYPE_CHECKING:
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 MEAN = STD = 0.5  # FakeData's pixels are uniform in [0, 1]
 

@@ -18,8 +18,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from trainer.data.base import DataModule
-from trainer.data.transformed import TransformedDataset
-from trainer.data.transforms import eval_transform, train_transform
+from trainer.data.transforms import TransformedDataset, eval_transform, train_transform
 from trainer.errors import DataError
 
 log = logging.getLogger("trainer")
@@ -27,7 +26,7 @@ log = logging.getLogger("trainer")
 if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
 
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 
 def load_image(path: str, mode: str) -> Image.Image:

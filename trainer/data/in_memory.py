@@ -1,71 +1,119 @@
-"""Data sets small enough to decode once into uint8 tensors (MNIST-like, CIFAR): the shared build step."""
+"""`data.in_memory=true`: whole data sets as tensors on the training device, batched without a DataLoader.
+
+Images stay uint8 (or float in [0, 1] for digits without augmentation) on the device; each batch is gathered
+by one index, augmented by `BatchAugment` and normalised there. No workers and no per-sample Python, as in the
+CIFAR-10 speed-record codes. The train order comes from the same `EpochSampler` as the DataLoader path, so
+batch k holds the same samples on both paths.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import Dataset
 
-from trainer.data.base import DataModule
-from trainer.data.device_batches import TensorSplits
-from trainer.data.transforms import image_tensor_sets, match_channels, resize_images
-from trainer.errors import DataError
+from trainer.data.batch_augment import BatchAugment, EpochDraws
+from trainer.data.sampler import EpochSampler
 
-if TYPE_CHECKING:
-    from trainer.augment import Augment
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
-class DecodedSplits:
-    """The official train and test splits as N x C x H x W uint8 images and int64 labels."""
+class TensorSplits:
+    """Decoded train and val images (N x C x H x W, uint8 or float in [0, 1]), int64 labels, and normalisation."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
     val_images: torch.Tensor
     val_labels: torch.Tensor
-    classes: list[str]
+    mean: list[float]
+    std: list[float]
 
 
-class InMemoryDataModule(DataModule):
-    """Subclasses name their option, mean/std and `decode()`; the official test split is the val set.
+class Normalizer:
+    """uint8 (or [0, 1] float) batches -> normalised float32, with the same ops as `normalized_tensors`."""
 
-    Images are resized to `image_size` and grey ones repeated to `in_channels` once, at load time; with
-    `in_memory` they stay uint8 and go to the training device as they are (see device_batches.py).
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+        self.mean = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            floats = images.to(torch.float32).div_(255)
+        else:  # a copy: `images` may be a view of the stored set
+            floats = images.to(torch.float32, copy=True)
+        return floats.sub_(self.mean).div_(self.std)
+
+
+class DeviceTrainBatches:
+    """Training batches (normalised float32 inputs, int64 targets) on `device`, in `sampler`'s order.
+
+    `set_epoch(epoch, start_batch)` fixes the order and draws the epoch's augmentation from a generator on
+    the device seeded from (seed, epoch), one row per position of the epoch's order: a mid-epoch start replays
+    exactly the batches the full epoch would have produced, and with several ranks every sample gets the
+    augmentation it would get in a single process.
     """
 
-    option = ""
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int,
+                 sampler: EpochSampler, augment: BatchAugment) -> None:
+        self.images = images
+        self.labels = labels
+        self.normalize = normalizer
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.augment = augment
+        self.device = images.device
+        self.set_epoch(0)
 
-    def __init__(self, root: str, download: bool = False, **common) -> None:
-        super().__init__(**common)
-        self.root = Path(root).expanduser()
-        self.download = download
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+        self.order = self.sampler.epoch_order().to(self.device)
+        self.positions = self.sampler.global_positions().to(self.device)
+        self.draws: EpochDraws | None = None
+        if self.augment.active:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed((self.sampler.epoch_generator().initial_seed() + 2) % 2**64)
+            self.draws = self.augment.draw(self.sampler.length, generator)
 
-    def decode(self) -> DecodedSplits:
-        raise NotImplementedError
+    def __len__(self) -> int:
+        """Batches left from `start_batch` on, as `len()` of the DataLoader path's loader."""
+        return math.ceil(len(self.sampler) / self.batch_size)
 
-    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
-        splits = self.tensor_splits(augment)
-        return image_tensor_sets(splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
-                                 splits.mean, splits.std, augment)
+    def __iter__(self) -> Iterator[Batch]:
+        size = self.batch_size
+        for start in range(self.sampler.start_batch * size, len(self.order), size):
+            index = self.order[start:start + size]
+            inputs = self.images[index]
+            if self.draws is None:
+                yield self.normalize(inputs), self.labels[index]
+                continue
+            draws, positions = self.draws, self.positions[start:start + size]
+            inputs = self.augment.crop_flip(inputs, _rows(draws.offsets, positions), _rows(draws.flips, positions))
+            inputs = self.normalize(inputs)
+            if draws.erase is not None:
+                inputs = self.augment.erase(inputs, draws.erase[positions])
+            yield inputs, self.labels[index]
 
-    def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
-        """The decoded uint8 splits at image_size and in_channels, and the set's mean/std per channel."""
-        splits = self.decode()
-        if len(splits.classes) != self.num_classes:
-            raise DataError(f"data={self.option} has {len(splits.classes)} classes but data.num_classes="
-                            f"{self.num_classes}")
-        self.classes = splits.classes
-        channels = self.in_channels
-        mean = list(self.mean) * (channels // len(self.mean))
-        std = list(self.std) * (channels // len(self.std))
 
-        def prepare(images: torch.Tensor) -> torch.Tensor:
-            return match_channels(resize_images(images, self.image_size), channels)
+class DeviceValBatches:
+    """Validation batches on `device`, in order: this rank's samples `rank, rank + world_size, ...`, unpadded."""
 
-        return TensorSplits(prepare(splits.train_images), splits.train_labels, prepare(splits.val_images),
-                            splits.val_labels, mean, std)
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int) -> None:
+        self.images = images
+        self.labels = labels
+        self.normalize = normalizer
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, len(self.labels), self.batch_size):
+            stop = start + self.batch_size
+            yield self.normalize(self.images[start:stop]), self.labels[start:stop]
+
+
+def _rows(values: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor | None:
+    return None if values is None else values[positions]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from trainer.data.decoded import DecodedSplits, InMemoryDataModule
 from trainer.data.files import require_files
-from trainer.data.in_memory import DecodedSplits, InMemoryDataModule
 from trainer.errors import DataError
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

@@ -6,20 +6,33 @@ torchvision is imported inside the functions that need it, so unaugmented digits
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from trainer.data.transformed import TransformedDataset
-
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
-    from trainer.augment import Augment
+    from trainer.data.augment import Augment
 
 Stats = Sequence[float]
+
+
+class TransformedDataset(Dataset):
+    """Apply `transform` to the input of each (input, target) sample of `dataset`."""
+
+    def __init__(self, dataset: Dataset, transform: Callable) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        x, y = self.dataset[index]
+        return self.transform(x), y
 
 
 def eval_transform(mean: Stats, std: Stats, fit: Sequence[v2.Transform] = ()) -> v2.Compose:

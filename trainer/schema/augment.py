@@ -15,7 +15,7 @@ POLICIES = ("imagenet", "cifar10", "svhn")
 class AugmentConfig:
     """No augmentation: the builder returns None."""
 
-    _target_: str = "trainer.augment.none"
+    _target_: str = "trainer.data.augment.none"
 
 
 @dataclass
@@ -42,12 +42,12 @@ class CropFlipConfig(FlipEraseConfig):
 
 @dataclass
 class BasicConfig(CropFlipConfig):
-    _target_: str = "trainer.augment.basic"
+    _target_: str = "trainer.data.augment.basic"
 
 
 @dataclass
 class StandardConfig(FlipEraseConfig):
-    _target_: str = "trainer.augment.standard"
+    _target_: str = "trainer.data.augment.standard"
     scale_min: float = 0.08
     color_jitter: float = 0.4
 
@@ -59,7 +59,7 @@ class StandardConfig(FlipEraseConfig):
 
 @dataclass
 class AutoAugmentConfig(CropFlipConfig):
-    _target_: str = "trainer.augment.autoaugment"
+    _target_: str = "trainer.data.augment.autoaugment"
     policy: str = "imagenet"
 
     def __post_init__(self) -> None:
@@ -69,7 +69,7 @@ class AutoAugmentConfig(CropFlipConfig):
 
 @dataclass
 class RandAugmentConfig(CropFlipConfig):
-    _target_: str = "trainer.augment.randaugment"
+    _target_: str = "trainer.data.augment.randaugment"
     num_ops: int = 2
     magnitude: int = 9
     num_magnitude_bins: int = 31
@@ -84,7 +84,7 @@ class RandAugmentConfig(CropFlipConfig):
 
 @dataclass
 class TrivialAugmentConfig(CropFlipConfig):
-    _target_: str = "trainer.augment.trivialaugment"
+    _target_: str = "trainer.data.augment.trivialaugment"
     num_magnitude_bins: int = 31
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ class DataConfig:
     num_classes: int = MISSING
     in_channels: int = MISSING
     image_size: int = MISSING
-    in_memory: bool = False  # decode once onto the training device; batch and augment there (see device_batches.py)
+    in_memory: bool = False  # decode once onto the training device; batch and augment there (see data/in_memory.py)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)

@@ -9,9 +9,9 @@ from trainer.schema.checks import require
 
 @dataclass
 class RegularizationConfig:
-    """Instantiates `trainer.regularization.Regularization`; every option file sets a few of these keys."""
+    """Instantiates `trainer.training.regularization.Regularization`; every option file sets a few of these keys."""
 
-    _target_: str = "trainer.regularization.Regularization"
+    _target_: str = "trainer.training.regularization.Regularization"
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # > 0: mixup with lambda ~ Beta(alpha, alpha)
     cutmix_alpha: float = 0.0  # > 0: cutmix with lambda ~ Beta(alpha, alpha)

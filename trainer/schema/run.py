@@ -70,7 +70,7 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    _target_: str = "trainer.loggers.TensorBoardLogger"
+    _target_: str = "trainer.reporting.loggers.TensorBoardLogger"
     log_dir: str = "tb"
     graph: bool = False  # also write the model graph (traced once, at the end of training)
 

@@ -129,7 +129,7 @@ class WarmupCosineSchedulerConfig(SchedulerConfig):
     """
 
     intervals: ClassVar[tuple[str, ...]] = ("step",)
-    _target_: str = "trainer.optim.warmup_cosine"
+    _target_: str = "trainer.training.optim.warmup_cosine"
     interval: str = "step"
     warmup: int = 1
     warmup_unit: str = "epochs"

@@ -9,12 +9,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from trainer.build import build_data, build_model, count_parameters, model_config_from_checkpoint
-from trainer.checkpoint import load_checkpoint
-from trainer.console import RunConsole
 from trainer.errors import ConfigError
-from trainer.loop import validate
-from trainer.records import write_json
-from trainer.runtime import Precision, select_device
+from trainer.reporting.console import RunConsole
+from trainer.reporting.run_files import write_json
+from trainer.training.checkpoint import load_checkpoint
+from trainer.training.loop import validate
+from trainer.training.runtime import Precision, select_device
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> float:

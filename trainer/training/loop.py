@@ -13,10 +13,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from trainer.errors import TrainerError
-from trainer.metrics import EpochStats, RunningStats
-from trainer.optim import Scheduler
-from trainer.regularization import MixedTargets, Regularization
-from trainer.runtime import Precision
+from trainer.training.metrics import EpochStats, RunningStats
+from trainer.training.optim import Scheduler
+from trainer.training.regularization import MixedTargets, Regularization
+from trainer.training.runtime import Precision
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

@@ -11,11 +11,11 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 
-from trainer.checkpoint import atomic_write
-from trainer.console import RunConsole
 from trainer.errors import DataError
-from trainer.inference import image_transform, load_for_inference
-from trainer.runtime import Precision, select_device
+from trainer.modes.inference import image_transform, load_for_inference
+from trainer.reporting.console import RunConsole
+from trainer.training.checkpoint import atomic_write
+from trainer.training.runtime import Precision, select_device
 
 log = logging.getLogger("trainer")
 

@@ -14,10 +14,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from trainer.console import RunConsole
 from trainer.errors import TrainerError
-from trainer.inference import load_for_inference
-from trainer.records import write_json
+from trainer.modes.inference import load_for_inference
+from trainer.reporting.console import RunConsole
+from trainer.reporting.run_files import write_json
 
 FILE_NAMES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 SAMPLE_BATCH = 4

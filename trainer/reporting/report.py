@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainer.checkpoint import atomic_write, load_checkpoint
-from trainer.classification import confusion_matrix, per_class_metrics
-from trainer.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
-from trainer.runtime import Precision
+from trainer.reporting.classification import confusion_matrix, per_class_metrics
+from trainer.reporting.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
+from trainer.training.checkpoint import atomic_write, load_checkpoint
+from trainer.training.runtime import Precision
 
 NUM_SAMPLES = 16
 PER_CLASS_FIELDS = ("class", "precision", "recall", "f1", "support")

@@ -18,13 +18,13 @@ from torch import nn
 
 from trainer.build import build_data, build_model
 from trainer.data.base import DataModule
-from trainer.distributed import Distributed, wrap_model
-from trainer.ema import create_ema
-from trainer.loop import Batches, local_finite, train_epoch
-from trainer.metrics import EpochStats
-from trainer.optim import Scheduler, create_optimizer, create_scheduler
-from trainer.regularization import Regularization
-from trainer.runtime import (
+from trainer.training.distributed import Distributed, wrap_model
+from trainer.training.ema import create_ema
+from trainer.training.loop import Batches, local_finite, train_epoch
+from trainer.training.metrics import EpochStats
+from trainer.training.optim import Scheduler, create_optimizer, create_scheduler
+from trainer.training.regularization import Regularization
+from trainer.training.runtime import (
     Precision,
     compile_model,
     configure_determinism,
@@ -57,7 +57,7 @@ class RunSetup:
     is_finite: Callable[[torch.Tensor], bool] | None  # the per-step loss check; None: only at log reads
 
     def train_epoch(self, batches: Batches, **progress: Any) -> EpochStats:
-        """`trainer.loop.train_epoch` over `batches` with this run's model, optimisation and trainer settings;
+        """`trainer.training.loop.train_epoch` over `batches` with this run's model, optimisation and trainer settings;
         `progress` passes the loop's resume and hook arguments (stats, start_batch, on_step, after_step)."""
         tcfg = self.cfg.trainer
         return train_epoch(self.train_model, batches, self.regularization, self.optimizer, self.scheduler,

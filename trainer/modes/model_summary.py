@@ -14,8 +14,8 @@ from rich.table import Table
 from torch import nn
 
 from trainer.build import build_model, count_parameters
-from trainer.console import RunConsole
-from trainer.records import write_json
+from trainer.reporting.console import RunConsole
+from trainer.reporting.run_files import write_json
 
 
 def receptive_field(layers: list[tuple[int, int]]) -> int:

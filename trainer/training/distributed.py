@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.environment import launched_by_torchrun, torchrun_rank
 from trainer.errors import ConfigError
-from trainer.launch import launched_by_torchrun, torchrun_rank
-from trainer.metrics import EpochStats
+from trainer.training.metrics import EpochStats
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from trainer.build import build_model, data_config_from_checkpoint, model_config_from_checkpoint
-from trainer.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
     from PIL import Image

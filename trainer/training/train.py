@@ -20,25 +20,25 @@ from torch import nn
 
 from trainer import __version__
 from trainer.build import count_parameters
-from trainer.checkpoint import check_model_config, load_checkpoint, save_checkpoint
-from trainer.console import RunConsole, write_config_tree
-from trainer.distributed import (
+from trainer.errors import CheckpointError, ConfigError, TrainerError, described
+from trainer.reporting.console import RunConsole, write_config_tree
+from trainer.reporting.report import write_run_report
+from trainer.reporting.run_files import write_json, write_metrics_csv
+from trainer.training.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from trainer.training.distributed import (
     Distributed,
     init_distributed,
     shared_run_dir,
     shutdown_distributed,
     weights_digest,
 )
-from trainer.errors import CheckpointError, ConfigError, TrainerError, described
-from trainer.loop import NonFiniteLoss, validate
-from trainer.metrics import RunningStats
-from trainer.optim import load_optimizer_state
-from trainer.preemption import Preempted, StopSignals
-from trainer.records import write_json, write_metrics_csv
-from trainer.report import write_run_report
-from trainer.run_setup import build_run
-from trainer.runtime import capture_rng_state, is_compile_error, restore_rng_state
-from trainer.timing import PhaseTimes
+from trainer.training.loop import NonFiniteLoss, validate
+from trainer.training.metrics import RunningStats
+from trainer.training.optim import load_optimizer_state
+from trainer.training.preemption import Preempted, StopSignals
+from trainer.training.runtime import capture_rng_state, is_compile_error, restore_rng_state
+from trainer.training.setup import build_run
+from trainer.training.timing import PhaseTimes
 
 log = logging.getLogger("trainer")
 
@@ -128,7 +128,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
     if checkpoint is not None:
         check_model_config(checkpoint["config"]["model"], model_cfg, resume_path)
 
-    # ---- set-up: seeds, device, data, model, optimisation (trainer/run_setup.py)
+    # ---- set-up: seeds, device, data, model, optimisation (trainer/training/setup.py)
     run = build_run(cfg, ctx, rank_device)
     device, precision, datamodule, model = run.device, run.precision, run.datamodule, run.model
     optimizer, scheduler, scaler, ema = run.optimizer, run.scheduler, run.scaler, run.ema
@@ -159,7 +159,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.
                                              if state.batch_in_epoch else "")
         console.info(f"Resumed from {resume_path} after {position} (step {state.global_step})")
 
-    logger = instantiate(cfg.logger if ctx.is_main else {"_target_": "trainer.loggers.NullLogger"},
+    logger = instantiate(cfg.logger if ctx.is_main else {"_target_": "trainer.reporting.loggers.NullLogger"},
                          run_dir=str(run_dir))
     params = count_parameters(model)
     global_batch = datamodule.batch_size * ctx.world_size * tcfg.accumulate_grad_batches

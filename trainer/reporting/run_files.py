@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from trainer.checkpoint import atomic_write
+from trainer.training.checkpoint import atomic_write
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:

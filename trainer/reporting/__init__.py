@@ -1,0 +1,1 @@
+"""What a run shows and leaves behind: the console, experiment loggers, run files, figures and the report."""
