@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_COMPOSE_ERROR = 1  # Hydra could not compose the config (unknown option, wrong type, unknown key)
 EXIT_USER_ERROR = 2  # a value out of range, a missing file, a bad checkpoint: see the message
+EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGINT after saving last.pt: run the printed command to resume
 
 
 def first_line(err: BaseException) -> str:

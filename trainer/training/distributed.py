@@ -7,7 +7,6 @@ Rank 0 owns the run dir and every file in it; the other ranks train, and agree w
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer import environment
 from trainer.environment import launched_by_torchrun, torchrun_rank
 from trainer.errors import ConfigError
 from trainer.training.metrics import EpochStats
@@ -95,8 +95,7 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device | None
     """
     if not launched_by_torchrun():
         return Distributed(), None
-    rank, world_size = torchrun_rank(), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = torchrun_rank(), environment.world_size(), environment.local_rank()
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={device_name} but no CUDA device is available; use trainer.device=cpu")

@@ -10,9 +10,7 @@ import os
 import signal
 from types import FrameType
 
-from trainer.errors import TrainerError
-
-EXIT_PREEMPTED = 3
+from trainer.errors import EXIT_PREEMPTED, TrainerError
 
 
 class Preempted(TrainerError):

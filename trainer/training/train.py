@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -20,6 +19,7 @@ from torch import nn
 
 from trainer import __version__
 from trainer.build import count_parameters
+from trainer.environment import local_world_size
 from trainer.errors import CheckpointError, ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, write_config_tree
 from trainer.reporting.report import write_run_report
@@ -329,7 +329,7 @@ def resume_command(run_dir: Path) -> str:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     kept = [o for o in overrides if not o.startswith(("trainer.resume=", "hydra.run.dir="))]
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    processes = local_world_size()
     launcher = f"torchrun --nproc_per_node={processes} -m trainer" if processes > 1 else "python -m trainer"
     return " ".join([launcher, *kept, f"hydra.run.dir={run_dir}", "trainer.resume=auto"])
 
