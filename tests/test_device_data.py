@@ -254,6 +254,18 @@ def test_imagefolder_refuses_in_memory(tmp_path: Path) -> None:
         build("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.in_memory=true")
 
 
+def test_the_in_memory_options_are_those_whose_module_implements_tensor_splits() -> None:
+    """The torch-free list the schemas name (trainer/data/capabilities.py) against the data modules' code."""
+    from hydra.utils import get_class
+
+    from trainer.data.capabilities import IN_MEMORY_OPTIONS
+    from trainer.schema.data import SCHEMAS
+
+    implemented = [option for option, schema in SCHEMAS.items()
+                   if get_class(schema._target_).tensor_splits is not DataModule.tensor_splits]
+    assert implemented == list(IN_MEMORY_OPTIONS)
+
+
 # ---- data-parallel shards
 
 def test_world_size_one_keeps_the_epoch_order() -> None:

@@ -7,9 +7,8 @@ from typing import ClassVar
 
 from omegaconf import MISSING, SI
 
+from trainer.data.capabilities import IN_MEMORY_OPTIONS
 from trainer.schema.checks import require
-
-IN_MEMORY_OPTIONS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 @dataclass
