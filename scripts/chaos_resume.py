@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from trainer.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PREEMPTED
+
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ["trainer.deterministic=true", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=4",
        "regularization.ema_decay=0.9", "model.dropout=0.1", "logger=none", "trainer.progress=none", "seed=7"]
@@ -38,7 +40,7 @@ def run_to_end(run_dir: Path) -> float:
     began = time.perf_counter()
     proc = start(run_dir)
     _, err = proc.communicate()
-    if proc.returncode != 0:
+    if proc.returncode != EXIT_OK:
         raise SystemExit(f"reference run failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
     return time.perf_counter() - began
 
@@ -63,9 +65,9 @@ def chaos(run_dir: Path, duration: float, rng: random.Random, max_attempts: int 
                 proc.send_signal(sig)
                 sent.append(sig.name)
         _, err = proc.communicate()
-        if proc.returncode == 0:
+        if proc.returncode == EXIT_OK:
             return attempt, sent
-        if proc.returncode not in (3, -signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM):
+        if proc.returncode not in (EXIT_PREEMPTED, -signal.SIGKILL, -signal.SIGTERM, 128 + signal.SIGTERM):
             raise SystemExit(f"attempt {attempt} failed unexpectedly ({proc.returncode}): {err.strip()[-500:]}")
     raise SystemExit(f"{run_dir} did not finish in {max_attempts} attempts")
 
@@ -106,7 +108,7 @@ def main() -> int:
             print(f"trial {trial}: {attempts} attempt(s), signals {','.join(sent) or 'none'}: "
                   f"{'identical' if ok else 'DIFFERENT (' + why + ')'}", flush=True)
         print(f"{identical}/{args.trials} identical")
-        return 0 if identical == args.trials else 1
+        return EXIT_OK if identical == args.trials else EXIT_CHECK_FAILED
     finally:
         if args.keep:
             print(f"run dirs kept in {workdir}")

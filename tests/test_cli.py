@@ -184,3 +184,16 @@ def test_only_composition_errors_before_the_task_are_shortened(capsys: pytest.Ca
     assert "Traceback" in outcomes[1][1] and "not a config problem" in outcomes[1][1]  # the frames, or
     assert "raised inside a run" in outcomes[2][1] and "HYDRA_FULL_ERROR=1" in outcomes[2][1]  # its hint
     assert hydra_utils.run_and_report is hydra_report  # restored on exit
+
+
+def test_the_readme_exit_code_table_names_every_cli_exit_code() -> None:
+    """README's "Exit codes" table and trainer/errors.py agree: each constant's code is a row of the table."""
+    import re
+
+    from trainer import errors
+
+    table = (REPO / "README.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.+) \|$", table, flags=re.MULTILINE)}
+    assert rows.keys() == {errors.EXIT_OK, errors.EXIT_COMPOSE_ERROR, errors.EXIT_USER_ERROR, errors.EXIT_PREEMPTED}
+    assert "does not compose" in rows[errors.EXIT_COMPOSE_ERROR] and "sweep" in rows[errors.EXIT_SWEEP_JOB_FAILED]
+    assert "bad value" in rows[errors.EXIT_USER_ERROR] and "SIGTERM" in rows[errors.EXIT_PREEMPTED]

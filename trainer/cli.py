@@ -17,7 +17,14 @@ import hydra
 from omegaconf import DictConfig
 
 from trainer.environment import launched_by_torchrun, torchrun_rank
-from trainer.errors import EXIT_COMPOSE_ERROR, TrainerError, composition_error_line, described, first_line
+from trainer.errors import (
+    EXIT_COMPOSE_ERROR,
+    EXIT_USER_ERROR,
+    TrainerError,
+    composition_error_line,
+    described,
+    first_line,
+)
 from trainer.hydra_callbacks import FailedJob
 from trainer.schema import register_configs, validate
 from trainer.training.preemption import Preempted
@@ -221,7 +228,7 @@ def main() -> None:
     if launched_by_torchrun() and ("-m" in args or "--multirun" in args):
         print("error: a sweep (-m) cannot run under torchrun; start one torchrun job per configuration",
               file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     sys.argv = quiet_secondary_ranks(sys.argv)
     with one_line_composition_errors():
         _hydra_task()

@@ -15,6 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from trainer.errors import EXIT_OK, EXIT_USER_ERROR
+
 SUMMARY_COLUMNS = ("best_val_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s")
 
 
@@ -93,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file()]
     if missing:
         print(f"error: not a run dir (no summary.json or metrics.csv): {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     console = Console(highlight=False)
     console.print(compare_table(args.run_dirs))
     console.print(f"val accuracy curves: {plot_val_acc(args.run_dirs, args.out)}")
-    return 0
+    return EXIT_OK
 
 
 def _fmt(value: object) -> str:

@@ -1,9 +1,14 @@
-"""Errors the CLI reports as one line on stderr, and the process exit codes it uses."""
+"""Errors the CLI reports as one line on stderr, and every process exit code the trainer and its scripts use.
+
+README.md's "Exit codes" table lists the CLI's; tests/test_cli.py checks the two agree.
+"""
 
 EXIT_OK = 0
 EXIT_COMPOSE_ERROR = 1  # Hydra could not compose the config (unknown option, wrong type, unknown key)
 EXIT_USER_ERROR = 2  # a value out of range, a missing file, a bad checkpoint: see the message
 EXIT_PREEMPTED = 3  # stopped by SIGTERM/SIGINT after saving last.pt: run the printed command to resume
+EXIT_SWEEP_JOB_FAILED = 1  # a sweep ran every job but at least one failed (see sweep_summary.csv)
+EXIT_CHECK_FAILED = 1  # a check script (scripts/chaos_resume.py) found a result that differs from its reference
 
 
 def first_line(err: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from trainer.errors import described
+from trainer.errors import EXIT_SWEEP_JOB_FAILED, EXIT_USER_ERROR, described
 
 SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
                   "error")
@@ -36,7 +36,7 @@ def _require_writable(folder: str) -> None:
     except OSError as err:
         print(f"error: cannot write the run dir {folder}: {err.strerror or err}; "
               "choose another with hydra.run.dir=... (or paths.output_root=...)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
 
 
 class RequireWritableOutput(Callback):
@@ -148,7 +148,7 @@ class SweepSummary(Callback):
         finally:  # Hydra turns a callback's exceptions into warnings: the exit code must not depend on the table
             if failed:
                 print(f"error: {len(failed)} of {len(rows)} sweep job(s) failed (see {path})", file=sys.stderr)
-                sys.exit(1)
+                sys.exit(EXIT_SWEEP_JOB_FAILED)
 
 
 def _short(override: str) -> str:
