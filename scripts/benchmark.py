@@ -182,7 +182,7 @@ def compose(*overrides: str) -> DictConfig:
 def tensor_round(run: RunSetup, data: StagedData, per_step_check: bool = True) -> Round:
     """Rounds of the trainer's loop fed `data`'s tensor batches, as the hand-written loop is fed: the loop's own
     cost, without the data loader. `per_step_check=False` is trainer.check_nonfinite_every_step=false."""
-    run = run if per_step_check else replace(run, is_finite=None)
+    run = run if per_step_check else replace(run, settings=replace(run.settings, is_finite=None))
 
     def run_round(epoch: int, batches: int) -> tuple[int, float]:
         stats = run.train_epoch(data.batches(batches))
@@ -283,11 +283,11 @@ def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
 
     model = build_model(run.cfg.model)
     model.load_state_dict(run.model.state_dict())  # run.model has not trained yet: the same initial weights
-    model = model.to(run.device, memory_format=run.memory_format)
+    model = model.to(run.device, memory_format=run.settings.memory_format)
     optimizer = create_optimizer(run.cfg.optim, model)
     tcfg = run.cfg.trainer
     trained = compile_model(model, tcfg.compile, tcfg.compile_mode, tcfg.compile_backend)
-    return HandLoop(trained, optimizer, data, run.precision, run.memory_format)
+    return HandLoop(trained, optimizer, data, run.precision, run.settings.memory_format)
 
 
 def synchronize(device: torch.device) -> None:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from trainer.errors import CheckpointError, OutputError
-from trainer.training.checkpoint import atomic_write, check_model_config, load_checkpoint, save_checkpoint
+from trainer.reporting.run_files import atomic_write
+from trainer.training.checkpoint import check_model_config, load_checkpoint, save_checkpoint
 from trainer.training.runtime import capture_rng_state, restore_rng_state
 
 

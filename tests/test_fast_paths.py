@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.conftest import read_json, run_cli
-from trainer.training.loop import NonFiniteLoss, train_epoch, validate
+from trainer.training.loop import LoopSettings, NonFiniteLoss, train_epoch, validate
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import Regularization
 from trainer.training.runtime import Precision, compile_model, is_compile_error, memory_format
@@ -43,7 +43,8 @@ def fit(model: nn.Module, precision: str = "32", epochs: int = 3, data: list | N
     clean = [(x, y) for x, y in data if torch.isfinite(x).all()]
     before = validate(model, clean, nn.CrossEntropyLoss(), prec, fmt).loss
     for _ in range(epochs):
-        train_epoch(model, data, Regularization(), optimizer, scheduler, prec.grad_scaler(), prec, **loop_options)
+        train_epoch(model, data, Regularization(), optimizer, scheduler, prec.grad_scaler(),
+                    LoopSettings(prec, **loop_options))
     return before, validate(model, clean, nn.CrossEntropyLoss(), prec, fmt).loss
 
 

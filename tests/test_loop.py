@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from trainer.training.ema import create_ema
-from trainer.training.loop import train_epoch, validate
+from trainer.training.loop import LoopSettings, train_epoch, validate
 from trainer.training.metrics import RunningStats, topk_correct
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import Regularization
@@ -43,7 +43,7 @@ def test_training_reduces_loss_in_every_precision(precision: str) -> None:
     criterion = nn.CrossEntropyLoss()
     before = validate(model, data, criterion, prec)
     for _ in range(5):
-        stats = train_epoch(model, data, Regularization(), optimizer, scheduler, scaler, prec)
+        stats = train_epoch(model, data, Regularization(), optimizer, scheduler, scaler, LoopSettings(prec))
         assert torch.isfinite(torch.tensor(stats.loss))
     after = validate(model, data, criterion, prec)
     assert after.loss < before.loss * 0.5
@@ -68,8 +68,8 @@ def test_gradient_clipping_bounds_the_update() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: update = -grad
     scheduler = Scheduler(torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch")
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    train_epoch(model, toy_batches(batches=1), Regularization(), optimizer, scheduler, scaler, prec,
-                grad_clip_norm=0.01)
+    train_epoch(model, toy_batches(batches=1), Regularization(), optimizer, scheduler, scaler,
+                LoopSettings(prec, grad_clip_norm=0.01))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)
 
@@ -77,15 +77,15 @@ def test_gradient_clipping_bounds_the_update() -> None:
 @pytest.mark.parametrize(("interval", "expected_lr"), [("step", 0.05 * 0.5**8), ("epoch", 0.05)])
 def test_loop_steps_per_step_schedulers_after_every_batch(interval: str, expected_lr: float) -> None:
     model, optimizer, scheduler, scaler, prec = setup(interval=interval)
-    train_epoch(model, toy_batches(batches=8), Regularization(), optimizer, scheduler, scaler, prec)
+    train_epoch(model, toy_batches(batches=8), Regularization(), optimizer, scheduler, scaler, LoopSettings(prec))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected_lr)
 
 
 def test_progress_callback_gets_the_loss_only_at_log_intervals() -> None:
     model, optimizer, scheduler, scaler, prec = setup()
     calls: list[tuple[int, float | None]] = []
-    train_epoch(model, toy_batches(batches=6), Regularization(), optimizer, scheduler, scaler, prec,
-                log_every=3, on_step=lambda done, loss: calls.append((done, loss)))
+    train_epoch(model, toy_batches(batches=6), Regularization(), optimizer, scheduler, scaler,
+                LoopSettings(prec, log_every=3), on_step=lambda done, loss: calls.append((done, loss)))
     assert [done for done, _ in calls] == [1, 2, 3, 4, 5, 6]
     assert [done for done, loss in calls if loss is not None] == [3, 6]
 
@@ -122,8 +122,8 @@ def test_gradient_accumulation_equals_one_big_batch() -> None:
     results = []
     for batches, accumulate in (([(x1, y1), (x2, y2)], 2), ([(torch.cat([x1, x2]), torch.cat([y1, y2]))], 1)):
         model, optimizer, scheduler, scaler, prec = setup(interval="step")
-        stats = train_epoch(model, batches, Regularization(), optimizer, scheduler, scaler, prec,
-                            accumulate=accumulate)
+        stats = train_epoch(model, batches, Regularization(), optimizer, scheduler, scaler,
+                            LoopSettings(prec, accumulate=accumulate))
         assert stats.steps == 1
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # the scheduler stepped once
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
@@ -132,15 +132,16 @@ def test_gradient_accumulation_equals_one_big_batch() -> None:
 
 def test_a_partial_accumulation_at_the_end_of_an_epoch_still_steps() -> None:
     model, optimizer, scheduler, scaler, prec = setup()
-    stats = train_epoch(model, toy_batches(batches=5), Regularization(), optimizer, scheduler, scaler, prec,
-                        accumulate=2)
+    stats = train_epoch(model, toy_batches(batches=5), Regularization(), optimizer, scheduler, scaler,
+                        LoopSettings(prec, accumulate=2))
     assert stats.steps == 3 and stats.samples == 5 * 16
 
 
 def test_ema_follows_every_optimizer_step() -> None:
     model, optimizer, scheduler, scaler, prec = setup()
     ema = create_ema(model, decay=0.5)
-    train_epoch(model, toy_batches(batches=4), Regularization(), optimizer, scheduler, scaler, prec, ema=ema)
+    train_epoch(model, toy_batches(batches=4), Regularization(), optimizer, scheduler, scaler, LoopSettings(prec),
+                ema=ema)
     assert int(ema.n_averaged) == 4
     assert not torch.equal(ema.module[0].weight, model[0].weight)
 
@@ -152,7 +153,7 @@ def test_mixing_regularizers_still_learn(regularization: Regularization) -> None
     data = [(x.reshape(16, 1, 2, 3), y) for x, y in toy_batches()]
     flat = nn.Sequential(nn.Flatten(), model)
     for _ in range(5):
-        train_epoch(flat, data, regularization, optimizer, scheduler, scaler, prec)
+        train_epoch(flat, data, regularization, optimizer, scheduler, scaler, LoopSettings(prec))
     assert validate(flat, data, nn.CrossEntropyLoss(), prec).acc > 0.8
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tests.conftest import REPO, read_json, run_cli
-from trainer.training.loop import NonFiniteLoss, train_epoch
+from trainer.training.loop import LoopSettings, NonFiniteLoss, train_epoch
 from trainer.training.optim import Scheduler
 from trainer.training.preemption import StopSignals
 from trainer.training.regularization import Regularization
@@ -46,8 +46,8 @@ def _epoch(model: nn.Module, skip: bool):
     scheduler = Scheduler(torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch")
     prec = Precision("32", torch.device("cpu"))
     batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(5)]
-    return train_epoch(model, batches, Regularization(), optimizer, scheduler, prec.grad_scaler(), prec,
-                       skip_nonfinite=skip)
+    return train_epoch(model, batches, Regularization(), optimizer, scheduler, prec.grad_scaler(),
+                       LoopSettings(prec, skip_nonfinite=skip))
 
 
 def test_a_non_finite_loss_stops_at_its_batch() -> None:

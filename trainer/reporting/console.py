@@ -106,3 +106,27 @@ def _add_branch(parent: Tree, name: str, node: dict[str, Any]) -> None:
         else:
             text = f"{key}: {value!r}" if isinstance(value, str) else f"{key}: {value}"
             branch.add(escape(text), highlight=False)
+
+
+def option_name(group: str, target: str) -> str:
+    """The option picked for a config group (e.g. `resnet50`), or the `_target_`'s last name outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return target.rsplit(".", 1)[-1]
+
+
+def format_value(value: object) -> str:
+    """A table cell: floats to 4 decimals (large ones with thousands separators), ints grouped, phase times."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {item:.2f} s" for key, item in value.items())  # summary.json's phase_s
+    if isinstance(value, float):
+        return f"{value:.4f}" if value < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)

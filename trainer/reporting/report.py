@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ from torch import nn
 
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
 from trainer.reporting.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
-from trainer.training.checkpoint import atomic_write, load_checkpoint
+from trainer.reporting.run_files import write_csv
+from trainer.training.checkpoint import load_checkpoint
 from trainer.training.runtime import Precision
 
 NUM_SAMPLES = 16
@@ -38,7 +37,7 @@ def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, val_b
         model.load_state_dict(load_checkpoint(best, map_location=precision.device)["model"])
     predicted, targets, samples = predict_split(model, val_batches, precision)
     matrix = confusion_matrix(predicted, targets, len(classes))
-    written = {"per_class": write_per_class_csv(run_dir / "per_class.csv", per_class_metrics(matrix, classes))}
+    written = {"per_class": write_csv(run_dir / "per_class.csv", per_class_metrics(matrix, classes), PER_CLASS_FIELDS)}
 
     figures = {"curves": curves_figure(history, title=f"learning curves: {run_dir.name}")} if history else {}
     figures["confusion_matrix"] = confusion_figure(matrix, classes, title=f"confusion matrix ({len(targets)} val)")
@@ -74,15 +73,6 @@ def predict_split(model: nn.Module, batches: Iterable, precision: Precision,
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, torch.zeros(0)
     return torch.cat(predicted), torch.cat(targets), torch.cat(samples)
-
-
-def write_per_class_csv(path: Path, rows: list[dict]) -> Path:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(PER_CLASS_FIELDS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
-    return path
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, int | float | str | bool]:

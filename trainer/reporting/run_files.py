@@ -1,24 +1,69 @@
-"""The plain files every run leaves: metrics.csv (one row per epoch) and summary.json."""
+"""The plain files runs leave (metrics.csv, summary.json, per_class.csv, predictions.csv, ...), written so that a
+kill or a full disk at any instant leaves either the old file or the complete new one.
+
+No torch here: the Hydra callbacks write the sweep summary through the same helpers.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
-from trainer.training.checkpoint import atomic_write
+from trainer.errors import OutputError
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    A kill at any instant leaves either the old file or the complete new one, never a truncated one.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"could not write {path}: {err.strerror or err}") from None
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run files private to their writer
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write of its zip stream as a RuntimeError
+        if isinstance(err, (OSError, RuntimeError)):
+            reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+            raise OutputError(f"could not write {path}: {reason}; its previous version is intact") from None
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_csv(path: Path, rows: Sequence[dict], fields: Sequence[str] | None = None) -> Path:
+    """Rewrite the whole file from `rows` (columns: `fields`, or the first row's keys; extra keys are left out)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(fields if fields is not None else rows[0]), lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
+    return path
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """Rewrite the whole file from the history, so a resumed run never duplicates or loses a row."""
-    if not history:
-        return
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
+    """metrics.csv, one row per epoch, rewritten whole, so a resumed run never duplicates or loses a row."""
+    if history:
+        write_csv(path, history)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -34,52 +34,49 @@ def local_finite(loss: torch.Tensor) -> bool:
     return bool(torch.isfinite(loss))
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How `train_epoch` runs each batch, from the `trainer` config group (see trainer/training/setup.py)."""
+
+    precision: Precision
+    memory_format: torch.memory_format = torch.preserve_format  # channels_last for the inputs, or as they are
+    grad_clip_norm: float | None = None
+    accumulate: int = 1  # batches whose gradients are summed per optimizer step
+    skip_nonfinite: bool = False  # drop a batch whose loss is not finite (counted) instead of stopping
+    log_every: int = 20  # the host reads the running loss every this many batches
+    # The per-batch loss check (a host sync; under DDP an all-reduce so that ranks agree); None: the loss is
+    # checked only where the host reads it anyway, every `log_every` batches and at the end of the epoch.
+    is_finite: Callable[[torch.Tensor], bool] | None = local_finite
+
+
 def train_epoch(model: nn.Module, batches: Batches, regularization: Regularization,
                 optimizer: torch.optim.Optimizer, scheduler: Scheduler, scaler: torch.amp.GradScaler,
-                precision: Precision, *, grad_clip_norm: float | None = None, accumulate: int = 1,
-                ema: AveragedModel | None = None, skip_nonfinite: bool = False, log_every: int = 20,
-                stats: RunningStats | None = None, start_batch: int = 0,
-                on_step: Callable[[int, float | None], None] = lambda done, loss: None,
-                after_step: Callable[[int, RunningStats], None] = lambda done, stats: None,
-                is_finite: Callable[[torch.Tensor], bool] | None = local_finite,
-                memory_format: torch.memory_format = torch.preserve_format) -> EpochStats:
-    """forward -> loss -> backward, and every `accumulate` batches: clip -> step -> scheduler -> EMA.
+                settings: LoopSettings, *, ema: AveragedModel | None = None, stats: RunningStats | None = None,
+                start_batch: int = 0, on_step: Callable[[int, float | None], None] = lambda done, loss: None,
+                after_step: Callable[[int, RunningStats], None] = lambda done, stats: None) -> EpochStats:
+    """forward -> loss -> backward, and every `settings.accumulate` batches: clip -> step -> scheduler -> EMA.
 
     Loss and accuracy are summed on the device; the host reads them only every `log_every` batches.
     A resumed epoch passes its partial `stats` and the `start_batch` it stopped at. `after_step(batches
-    done, stats)` runs after every optimizer step (the place to checkpoint or stop). A non-finite loss
-    raises NonFiniteLoss, or with `skip_nonfinite` drops that batch and counts it in `stats.skipped`.
-    `EpochStats.steps` counts optimizer steps (a partial accumulation at the end of the epoch steps too).
-    `is_finite(loss)` runs every batch (a host sync; under DDP an all-reduce so ranks agree); with None the
-    loss is checked only where the host reads it anyway, every `log_every` batches and at the end.
+    done, stats)` runs after every optimizer step (the run's hooks: checkpoints, a graceful stop).
+    A non-finite loss raises NonFiniteLoss, or with `skip_nonfinite` drops that batch and counts it in
+    `stats.skipped`. `EpochStats.steps` counts optimizer steps (a partial accumulation at the end steps too).
     """
-    device = precision.device
+    device, precision, accumulate = settings.precision.device, settings.precision, settings.accumulate
     model.train()
     stats = stats or RunningStats(device)
     optimizer_steps = pending = 0
-
-    def optimizer_step() -> None:
-        if grad_clip_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step_batch()
-        if ema is not None:
-            ema.update_parameters(model)
-
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     batch = start_batch
     for batch, (inputs, targets) in enumerate(batches, start=start_batch + 1):
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
+        inputs = inputs.to(device, non_blocking=True, memory_format=settings.memory_format)
         targets = targets.to(device, non_blocking=True)
         inputs, mixed_targets = regularization.mix(inputs, targets)
         with precision.autocast():
             logits, loss = forward_with_aux(model, inputs, mixed_targets, regularization.loss)
-        if is_finite is not None and not is_finite(loss):
-            if not skip_nonfinite:
+        if settings.is_finite is not None and not settings.is_finite(loss):
+            if not settings.skip_nonfinite:
                 raise NonFiniteLoss(batch)
             stats.skipped += 1
         else:
@@ -88,18 +85,15 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
             hits_on = mixed_targets.dominant() if isinstance(mixed_targets, MixedTargets) else targets
             stats.update(loss, logits, hits_on)
         if pending == accumulate:
-            optimizer_step()
+            optimizer_step(model, optimizer, scheduler, scaler, ema, settings.grad_clip_norm)
             optimizer_steps, pending = optimizer_steps + 1, 0
             after_step(batch, stats)
-        if batch % log_every == 0:
-            mean_loss = stats.mean_loss()
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLoss(batch)
-            on_step(batch, mean_loss)
-        else:
-            on_step(batch, None)
+        mean_loss = stats.mean_loss() if batch % settings.log_every == 0 else None  # a host read
+        if mean_loss is not None and not math.isfinite(mean_loss):
+            raise NonFiniteLoss(batch)
+        on_step(batch, mean_loss)
     if pending:
-        optimizer_step()
+        optimizer_step(model, optimizer, scheduler, scaler, ema, settings.grad_clip_norm)
         optimizer_steps += 1
         after_step(batch, stats)
     if device.type == "cuda":
@@ -108,6 +102,20 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
     if not math.isfinite(epoch_stats.loss):
         raise NonFiniteLoss(batch)
     return epoch_stats
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler,
+                   scaler: torch.amp.GradScaler, ema: AveragedModel | None, grad_clip_norm: float | None) -> None:
+    """Clip (after unscaling), step, clear the gradients, advance a per-step schedule, update the EMA."""
+    if grad_clip_norm is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step_batch()
+    if ema is not None:
+        ema.update_parameters(model)
 
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers' losses

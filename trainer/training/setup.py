@@ -1,13 +1,13 @@
 """What a training run builds from its config before its first epoch: device, data, model, optimisation.
 
-trainer/train.py builds it, resumes into it and runs its epoch loop; scripts/benchmark.py builds the very
-same objects to time the loop against a hand-written one.
+trainer/training/train.py builds it, restores a checkpoint into it and runs its epoch loop; scripts/benchmark.py
+builds the very same objects to time the loop against a hand-written one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from trainer.build import build_data, build_model
 from trainer.data.base import DataModule
 from trainer.training.distributed import Distributed, wrap_model
 from trainer.training.ema import create_ema
-from trainer.training.loop import Batches, local_finite, train_epoch
+from trainer.training.loop import Batches, LoopSettings, local_finite, train_epoch
 from trainer.training.metrics import EpochStats
 from trainer.training.optim import Scheduler, create_optimizer, create_scheduler
 from trainer.training.regularization import Regularization
@@ -36,12 +36,11 @@ from trainer.training.runtime import (
 
 @dataclass
 class RunSetup:
-    """The objects of one training run, and `train_epoch` with the run's settings."""
+    """The objects of one training run, and the settings its `train_epoch` runs with."""
 
     cfg: DictConfig
+    ctx: Distributed  # this process's place in a torchrun job (one process: world_size 1)
     device: torch.device
-    precision: Precision
-    memory_format: torch.memory_format  # channels_last or preserve, for the model and its inputs
     datamodule: DataModule
     model: nn.Module  # the module whose weights checkpoints save
     train_model: nn.Module  # the module that trains: `model`, DDP-wrapped under torchrun, compiled when asked
@@ -50,21 +49,20 @@ class RunSetup:
     regularization: Regularization
     ema: nn.Module | None
     scaler: torch.amp.GradScaler
+    settings: LoopSettings  # precision, memory format, clipping, accumulation, the non-finite loss check
     train_loader: Iterable
     val_loader: Iterable
     train_steps: int  # batches an epoch trains on (limit_train_batches applied)
     val_steps: int
-    is_finite: Callable[[torch.Tensor], bool] | None  # the per-step loss check; None: only at log reads
+
+    @property
+    def precision(self) -> Precision:
+        return self.settings.precision
 
     def train_epoch(self, batches: Batches, **progress: Any) -> EpochStats:
-        """`trainer.training.loop.train_epoch` over `batches` with this run's model, optimisation and trainer settings;
-        `progress` passes the loop's resume and hook arguments (stats, start_batch, on_step, after_step)."""
-        tcfg = self.cfg.trainer
+        """`train_epoch(batches)` with this run's parts; `progress` passes stats, start_batch, on_step, after_step."""
         return train_epoch(self.train_model, batches, self.regularization, self.optimizer, self.scheduler,
-                           self.scaler, self.precision, grad_clip_norm=tcfg.grad_clip_norm,
-                           accumulate=tcfg.accumulate_grad_batches, ema=self.ema,
-                           skip_nonfinite=tcfg.skip_nonfinite, log_every=tcfg.log_every_n_steps,
-                           memory_format=self.memory_format, is_finite=self.is_finite, **progress)
+                           self.scaler, self.settings, ema=self.ema, **progress)
 
 
 def build_run(cfg: DictConfig, ctx: Distributed | None = None,
@@ -96,8 +94,6 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
     train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
                                 tcfg.compile_backend)
-    # Under torchrun every rank checks every step (an all-reduce), so that all of them stop together.
-    is_finite = ctx.all_finite if ctx.enabled else local_finite if tcfg.check_nonfinite_every_step else None
     pin_memory = device.type == "cuda"
     shard = {"device": device, "rank": ctx.rank, "world_size": ctx.world_size}
     train_loader = datamodule.train_loader(cfg.seed, pin_memory, **shard)
@@ -107,6 +103,15 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     scheduler = create_scheduler(cfg.scheduler, optimizer,
                                  steps_per_epoch=math.ceil(train_steps / tcfg.accumulate_grad_batches),
                                  max_epochs=tcfg.max_epochs)
-    return RunSetup(cfg, device, precision, fmt, datamodule, model, train_model, optimizer, scheduler,
-                    regularization, ema, precision.grad_scaler(), train_loader, val_loader, train_steps, val_steps,
-                    is_finite)
+    return RunSetup(cfg, ctx, device, datamodule, model, train_model, optimizer, scheduler, regularization, ema,
+                    precision.grad_scaler(), loop_settings(tcfg, ctx, precision, fmt), train_loader, val_loader,
+                    train_steps, val_steps)
+
+
+def loop_settings(tcfg: DictConfig, ctx: Distributed, precision: Precision,
+                  fmt: torch.memory_format) -> LoopSettings:
+    """The `trainer` group's loop settings. Under torchrun every rank checks every step's loss (an all-reduce),
+    so that all of them skip or stop together."""
+    is_finite = ctx.all_finite if ctx.enabled else local_finite if tcfg.check_nonfinite_every_step else None
+    return LoopSettings(precision, fmt, tcfg.grad_clip_norm, tcfg.accumulate_grad_batches, tcfg.skip_nonfinite,
+                        tcfg.log_every_n_steps, is_finite)

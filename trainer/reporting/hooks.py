@@ -1,0 +1,92 @@
+"""The run's reporting hooks (rank 0 only): metrics.csv, logger scalars, the epoch line, throughput, the report."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.reporting.run_files import write_metrics_csv
+from trainer.training.hooks import EpochEvent, Hook
+
+if TYPE_CHECKING:
+    from trainer.reporting.console import RunConsole
+    from trainer.training.checkpoint import TrainState
+    from trainer.training.setup import RunSetup
+    from trainer.training.timing import PhaseTimes
+
+
+class MetricsFile(Hook):
+    """metrics.csv, rewritten from the whole history after every epoch."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.csv"
+
+    def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
+        write_metrics_csv(self.path, state.history)
+
+
+class LoggerScalars(Hook):
+    """Each epoch's metrics to the experiment logger (x-axis: the epoch); closes the logger at the end."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
+        scalars = {"train/loss": epoch.train.loss, "train/acc": epoch.train.acc, "val/loss": epoch.val.loss,
+                   "val/acc": epoch.val.acc, "lr": epoch.lr, "throughput": epoch.train.samples_per_s}
+        if epoch.val_ema is not None:
+            scalars |= {"val_ema/loss": epoch.val_ema.loss, "val_ema/acc": epoch.val_ema.acc}
+        self.logger.log_scalars(scalars, epoch.epoch)
+
+    def at_end(self, state: TrainState) -> None:
+        self.logger.close()
+
+
+class EpochLine(Hook):
+    """One console line per epoch: losses, accuracies, lr, throughput, and a mark on a new best."""
+
+    def __init__(self, console: RunConsole, max_epochs: int) -> None:
+        self.console, self.max_epochs = console, max_epochs
+
+    def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
+        train, val, ema = epoch.train, epoch.val, epoch.val_ema
+        self.console.info(
+            f"epoch {epoch.epoch:>3}/{self.max_epochs}  train loss {train.loss:.4f} acc {train.acc:.4f}  "
+            f"val loss {val.loss:.4f} acc {val.acc:.4f}" + (f" top5 {val.top5:.4f}" if val.top5 is not None else "")
+            + (f"  ema acc {ema.acc:.4f}" if ema is not None else "")
+            + f"  lr {epoch.lr:.3g}  {train.samples_per_s:,.0f} samples/s" + ("  *best" if epoch.is_best else ""))
+
+
+class Throughput(Hook):
+    """Training samples per second over the epochs this process ran (for summary.json)."""
+
+    def __init__(self) -> None:
+        self.samples = self.seconds = 0.0
+
+    def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
+        self.samples += epoch.train.samples
+        self.seconds += epoch.train.seconds
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return round(self.samples / self.seconds, 1) if self.seconds else None
+
+
+class RunReport(Hook):
+    """At the end: figures and per-class scores of best.pt on the val split (trainer/reporting/report.py)."""
+
+    def __init__(self, run: RunSetup, run_dir: Path, logger: Any, times: PhaseTimes) -> None:
+        self.run, self.run_dir, self.logger, self.times = run, run_dir, logger, times
+
+    def at_end(self, state: TrainState) -> None:
+        from trainer.reporting.report import write_run_report
+
+        run, ctx = self.run, self.run.ctx
+        # Under torchrun each rank's loader holds its shard: rank 0 reports on the whole split.
+        full_val = run.datamodule.val_loader(run.device.type == "cuda", device=run.device) if ctx.enabled \
+            else run.val_loader
+        with self.times.phase("report"):
+            write_run_report(self.run_dir, state.history, run.model, islice(full_val, run.val_steps * ctx.world_size),
+                             list(run.datamodule.classes), run.precision, self.logger, run.cfg,
+                             log_graph=self.logger.graph)
