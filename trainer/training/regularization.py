@@ -33,7 +33,7 @@ class Regularization:
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
         self.mix_prob = mix_prob
-        # Applied when the model and the EMA copy are built (see trainer/build.py and trainer/train.py).
+        # Applied when the model and the EMA copy are built (see trainer/build.py and trainer/training/setup.py).
         self.dropout = dropout
         self.stochastic_depth = stochastic_depth
         self.ema_decay = ema_decay
