@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -153,37 +154,125 @@ def test_help_with_an_unknown_option_is_one_line() -> None:
     assert len(out.stderr.strip().splitlines()) == 1 and "resnet18" in out.stderr
 
 
-def test_only_composition_errors_before_the_task_are_shortened(capsys: pytest.CaptureFixture[str]) -> None:
-    """A config that does not compose gets one line; a failure inside a run, or any other kind of error,
-    keeps Hydra's report, which shows where it happened."""
-    from hydra._internal import utils as hydra_utils
+def test_only_composition_errors_before_the_task_are_shortened(capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config that does not compose gets one line and exit code 1; a failure inside a run, or any other kind
+    of error, is re-raised for Hydra's report (tests/test_hydra_compat.py checks that report around it)."""
     from hydra.errors import ConfigCompositionException
 
-    from trainer import cli
+    from trainer.cli import MainCall
 
     def raises(err: Exception):
-        def func() -> None:
+        def step() -> None:
             raise err
-        return func
+        return step
 
-    hydra_report = hydra_utils.run_and_report
-    cli._TASK_STARTED.append(True)  # left over from an earlier run in this process: cleared on entry
-    outcomes = []
-    with cli.one_line_composition_errors():
-        for started, err in [(False, ConfigCompositionException("bad override\n    full_key: x")),
-                             (False, RuntimeError("not a config problem")),
-                             (True, ConfigCompositionException("raised inside a run"))]:
-            if started:
-                cli._TASK_STARTED.append(True)
-            with pytest.raises(SystemExit) as exit_info:
-                hydra_utils.run_and_report(raises(err))
-            outcomes.append((exit_info.value.code, capsys.readouterr().err))
-    cli._TASK_STARTED.clear()
-    assert outcomes[0] == (1, "error: bad override\n")
-    assert all(code == 1 and not err.startswith("error:") for code, err in outcomes[1:])  # Hydra's reports:
-    assert "Traceback" in outcomes[1][1] and "not a config problem" in outcomes[1][1]  # the frames, or
-    assert "raised inside a run" in outcomes[2][1] and "HYDRA_FULL_ERROR=1" in outcomes[2][1]  # its hint
-    assert hydra_utils.run_and_report is hydra_report  # restored on exit
+    call = MainCall()
+    assert call.composition_errors_in_one_line(lambda: 42)() == 42
+    with pytest.raises(SystemExit) as exit_info:
+        call.composition_errors_in_one_line(raises(ConfigCompositionException("bad override\n    full_key: x")))()
+    assert (exit_info.value.code, capsys.readouterr().err) == (1, "error: bad override\n")
+    with pytest.raises(SystemExit) as exit_info:  # a sweep that ended without a best trial: one line, too
+        call.composition_errors_in_one_line(raises(ValueError("No trials are completed yet.")))()
+    assert exit_info.value.code == 1 and capsys.readouterr().err.startswith("error: every Optuna trial failed")
+    with pytest.raises(RuntimeError, match="not a config problem"):
+        call.composition_errors_in_one_line(raises(RuntimeError("not a config problem")))()
+    call.task_started = True  # the same error from inside a run is the run's
+    with pytest.raises(ConfigCompositionException, match="raised inside a run"):
+        call.composition_errors_in_one_line(raises(ConfigCompositionException("raised inside a run")))()
+    assert MainCall().task_started is False  # each main() call starts afresh
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException, match="bad override"):
+        MainCall().composition_errors_in_one_line(raises(ConfigCompositionException("bad override")))()
+    assert capsys.readouterr().err == ""
+
+
+WRAPPED = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+           '  File "folder.py", line 9, in load\n    raise DataError(...)\n'
+           "trainer.errors.DataError: no such file x.png")
+
+
+@pytest.mark.parametrize(("in_sweep", "error", "code", "line"), [
+    (False, "config", 2, "error: trainer.max_epochs must be >= 1"),
+    (False, "wrapped", 2, "error: no such file x.png"),  # a DataLoader worker's traceback, unwrapped
+    (False, "preempted", 3, "error: stopped; resume with ..."),
+    (True, "preempted", 3, "error: stopped; resume with ..."),  # a stop signal stops the whole sweep
+])
+def test_a_trainer_error_ends_the_run_with_one_line(in_sweep: bool, error: str, code: int, line: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.cli import report_task_errors
+    from trainer.errors import ConfigError, DataError
+    from trainer.training.preemption import Preempted
+
+    err = {"config": ConfigError("trainer.max_epochs must be >= 1\nmore"), "wrapped": DataError(WRAPPED),
+           "preempted": Preempted("stopped; resume with ...")}[error]
+
+    def task() -> float:
+        raise err
+
+    with pytest.raises(SystemExit) as exit_info:
+        report_task_errors(task, in_sweep=in_sweep)
+    assert (exit_info.value.code, capsys.readouterr().err) == (code, line + "\n")
+
+
+def test_a_failed_sweep_job_is_recorded_and_the_sweep_carries_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.cli import report_task_errors
+    from trainer.errors import DataError
+    from trainer.hydra_callbacks import FailedJob
+
+    def raises(err: Exception):
+        def task() -> float:
+            raise err
+        return task
+
+    assert report_task_errors(lambda: 0.5, in_sweep=True) == 0.5
+    assert report_task_errors(raises(DataError(WRAPPED)), in_sweep=True) == FailedJob("no such file x.png")
+    assert report_task_errors(raises(KeyError("lr")), in_sweep=True) == FailedJob("KeyError: 'lr'")
+    assert capsys.readouterr().err == ""  # recorded in the job's log and job.json, not printed as the end
+    with pytest.raises(KeyError):  # outside a sweep a bug reaches Hydra's report, with its traceback
+        report_task_errors(raises(KeyError("lr")), in_sweep=False)
+
+
+@pytest.mark.parametrize("in_sweep", [False, True])
+def test_hydra_full_error_re_raises_from_the_task(in_sweep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.cli import report_task_errors
+    from trainer.errors import ConfigError
+
+    def task() -> float:
+        raise ConfigError("bad value")
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigError, match="bad value"):
+        report_task_errors(task, in_sweep=in_sweep)
+
+
+def test_thread_limits_do_not_carry_over_between_jobs_in_one_process() -> None:
+    from omegaconf import OmegaConf
+
+    from trainer.cli import limit_threads, torch_default_threads
+
+    before = torch.get_num_threads()
+    torch_default_threads.cache_clear()
+    try:
+        other = 1 if before > 1 else 2
+        limit_threads(other, None)  # one job's trainer.num_threads
+        assert torch.get_num_threads() == other
+        limit_threads(None, None)  # the next job, without one: torch's own count again
+        assert torch.get_num_threads() == before
+        joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.JoblibLauncher", "n_jobs": 2})
+        limit_threads(None, joblib)
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // min(2, os.cpu_count() or 1))
+    finally:
+        torch.set_num_threads(before)
+        torch_default_threads.cache_clear()
+
+
+def test_no_thread_limit_leaves_torch_unimported() -> None:
+    import subprocess
+
+    code = "import sys\nfrom trainer.cli import limit_threads\nlimit_threads(None, None)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_the_readme_exit_code_table_names_every_cli_exit_code() -> None:

@@ -5,18 +5,19 @@ Nothing heavy is imported here, so `--help` and `--cfg job` answer without loadi
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 from omegaconf import DictConfig
 
-from trainer.environment import launched_by_torchrun, torchrun_rank
+from trainer.environment import full_error_requested, launched_by_torchrun, torchrun_rank
 from trainer.errors import (
     EXIT_COMPOSE_ERROR,
     EXIT_USER_ERROR,
@@ -26,10 +27,12 @@ from trainer.errors import (
     first_line,
 )
 from trainer.hydra_callbacks import FailedJob
+from trainer.hydra_compat import Step, guarded_hydra_steps
 from trainer.schema import register_configs, validate
-from trainer.training.preemption import Preempted
 
 log = logging.getLogger("trainer")
+
+T = TypeVar("T")
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
@@ -80,7 +83,44 @@ def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> f
     return train(cfg, run_dir)
 
 
-_TASK_STARTED: list[bool] = []  # set once a composed config reaches the task: later errors are the run's
+@dataclass
+class MainCall:
+    """What one `main()` call knows while Hydra runs it (Hydra hands the task nothing but its config)."""
+
+    task_started: bool = False  # a composed config reached the task in this process: later errors are the run's
+
+    def composition_errors_in_one_line(self, step: Step) -> Step:
+        """`step` (one of `@hydra.main`'s), reporting a config that fails to compose as one `error:` line.
+
+        Hydra's and OmegaConf's composition errors raised before a task began in this process, and a sweep
+        that ended without a result, exit with code 1 after one line. Other errors (from a run, from a launcher
+        or sweeper plugin, such as a search space Optuna cannot read) are re-raised for Hydra's report, which
+        shows the frames that raised them; HYDRA_FULL_ERROR=1 re-raises every error.
+        """
+        from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
+        from omegaconf.errors import OmegaConfBaseException
+
+        composition_errors = (ConfigCompositionException, OverrideParseException, SearchPathException,
+                              OmegaConfBaseException)
+
+        def in_one_line() -> Any:
+            try:
+                return step()
+            except Exception as err:
+                if full_error_requested():
+                    raise
+                line = sweep_error_line(err)
+                if line is None and isinstance(err, composition_errors) and not self.task_started:
+                    line = composition_error_line(err)
+                if line is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
+                sys.exit(EXIT_COMPOSE_ERROR)
+
+        return in_one_line
+
+
+_main_call = MainCall()  # the `main()` call in progress; each call starts a fresh one
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -88,29 +128,42 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    _TASK_STARTED.append(True)
+    _main_call.task_started = True
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
-        try:
-            return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher)
-        except Preempted as err:  # a stop signal stops the whole sweep (exit code 3), not just this job
-            log.error("%s", err)
-            print(f"error: {one_line(err)}", file=sys.stderr)
-            sys.exit(err.exit_code)
-        except Exception as err:  # the sweep records this job as failed and carries on with the others
+    return report_task_errors(lambda: run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher),
+                              in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
+
+
+def report_task_errors(task: Callable[[], T], in_sweep: bool) -> T | FailedJob:
+    """`task()`, with a TrainerError reported as one `error:` line on stderr and its exit code.
+
+    In a sweep every error fails only this job: it is logged and returned as a FailedJob, which the sweep records
+    before carrying on with the others; a stop signal (Preempted) still stops the whole sweep (exit code 3).
+    Outside a sweep, other errors propagate to Hydra's report. HYDRA_FULL_ERROR=1 re-raises every error.
+    """
+    try:
+        return task()
+    except Exception as err:
+        from trainer.training.preemption import Preempted  # here, not above: it loads torch, and --help must not
+
+        if in_sweep and not full_error_requested() and not isinstance(err, Preempted):
             log.exception("job failed")
             return FailedJob(one_line(err) if isinstance(err, TrainerError) else described(err))
-    try:
-        return run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher)
-    except TrainerError as err:
+        if not isinstance(err, TrainerError):
+            raise
         log.error("%s", err)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error_requested():
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(err.exit_code)
 
 
-_DEFAULT_THREADS: list[int] = []  # torch's own thread count, kept before the first change
+@functools.cache
+def torch_default_threads() -> int:
+    """torch's own thread count, read once: before `limit_threads` first changes it."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:
@@ -122,13 +175,12 @@ def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:
         jobs = int(launcher.get("n_jobs") or 1)
         cores = os.cpu_count() or 1
         num_threads = max(1, cores // (cores if jobs < 1 else min(jobs, cores)))
-    if num_threads is None and not _DEFAULT_THREADS:
-        return  # nothing was ever changed: leave torch unimported for modes that do not need it
+    if num_threads is None and "torch" not in sys.modules:
+        return  # torch still has its own count: leave it unimported for modes that do not need it
     import torch
 
-    if not _DEFAULT_THREADS:
-        _DEFAULT_THREADS.append(torch.get_num_threads())
-    torch.set_num_threads(num_threads or _DEFAULT_THREADS[0])
+    default = torch_default_threads()  # read before the first change
+    torch.set_num_threads(num_threads or default)
 
 
 def quiet_secondary_ranks(argv: list[str]) -> list[str]:
@@ -165,50 +217,6 @@ def print_help(overrides: list[str]) -> None:
           f"(foo.bar=value)\n\n{OmegaConf.to_yaml(cfg)}\n{help_cfg.footer}")
 
 
-@contextmanager
-def one_line_composition_errors() -> Iterator[None]:
-    """A config that fails to compose (unknown option or key, wrong type, bad override syntax) is reported as
-    one `error:` line with exit code 1, instead of Hydra's multi-line report.
-
-    Hydra prints its report from `hydra._internal.utils.run_and_report`, which wraps both composition and the
-    task; this swaps it, for the duration of `main`, for one that shortens Hydra's and OmegaConf's composition
-    errors raised before a task began in this process. Other errors (from a run, from a launcher or sweeper
-    plugin, such as a search space Optuna cannot read) keep Hydra's report; HYDRA_FULL_ERROR=1 still shows
-    the whole traceback.
-    """
-    from hydra._internal import utils as hydra_utils
-    from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
-    from omegaconf.errors import OmegaConfBaseException
-
-    composition_errors = (ConfigCompositionException, OverrideParseException, SearchPathException,
-                          OmegaConfBaseException)
-    hydra_report = hydra_utils.run_and_report
-    _TASK_STARTED.clear()
-
-    def report(func: Callable[[], Any]) -> Any:
-        def composition_in_one_line() -> Any:
-            try:
-                return func()
-            except Exception as err:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                    raise
-                line = sweep_error_line(err)
-                if line is None and isinstance(err, composition_errors) and not _TASK_STARTED:
-                    line = composition_error_line(err)
-                if line is None:
-                    raise  # an error from a run or a launcher: Hydra's report, with the frames that raised it
-                print(f"error: {line}", file=sys.stderr)
-                sys.exit(EXIT_COMPOSE_ERROR)
-
-        return hydra_report(composition_in_one_line)
-
-    hydra_utils.run_and_report = report
-    try:
-        yield
-    finally:
-        hydra_utils.run_and_report = hydra_report
-
-
 def sweep_error_line(err: Exception) -> str | None:
     """The one line for a sweep that ended without a result, or None for any other error.
 
@@ -221,6 +229,8 @@ def sweep_error_line(err: Exception) -> str | None:
 
 
 def main() -> None:
+    """`python -m trainer`: `--help`, the torchrun check, then Hydra composes the config and runs the task."""
+    global _main_call
     args = sys.argv[1:]
     if ("--help" in args or "-h" in args) and "--hydra-help" not in args:
         print_help([a for a in args if "=" in a or a.startswith("~")])  # the overrides, not Hydra's flags
@@ -230,5 +240,6 @@ def main() -> None:
               file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     sys.argv = quiet_secondary_ranks(sys.argv)
-    with one_line_composition_errors():
+    _main_call = MainCall()
+    with guarded_hydra_steps(_main_call.composition_errors_in_one_line):
         _hydra_task()
