@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from tests.conftest import CONFIGS, compose
 from tests.test_data import data_overrides
 from trainer.build import build_data
-from trainer.data.augment import Augment, autoaugment, basic, standard
+from trainer.data.augment import Augment, CropFlip, autoaugment, basic, randaugment, standard, trivialaugment
 from trainer.data.transforms import train_transform
 from trainer.errors import ConfigError
 from trainer.schema import validate
@@ -114,6 +114,18 @@ def test_padding_defaults_to_an_eighth_of_the_image() -> None:
     crop = augment("basic", "data=fake", "data.image_size=32").ops[0]
     assert crop.padding == [4, 4, 4, 4]
     assert all("Crop" not in type(op).__name__ for op in augment("basic", "augment.padding=0").ops)
+
+
+@pytest.mark.parametrize("builder", [basic, autoaugment, randaugment, trivialaugment])
+def test_crop_flip_keeps_the_numbers_the_crop_and_flip_ops_were_built_from(builder) -> None:
+    built = builder(32, padding=3)
+    crop, flip = built.ops[:2]
+    assert built.crop_flip == CropFlip(32, 3, 0.5)
+    assert (list(crop.size), crop.padding, flip.p) == ([32, 32], [3, 3, 3, 3], 0.5)
+    assert builder(24).crop_flip == CropFlip(24, 3, 0.5)  # padding null: image_size // 8
+    plain = builder(32, padding=0, flip=False)
+    assert plain.crop_flip == CropFlip(32, 0, 0.0)
+    assert not any("Crop" in type(op).__name__ or "Flip" in type(op).__name__ for op in plain.ops)
 
 
 def test_standard_crops_any_input_to_image_size() -> None:

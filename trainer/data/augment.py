@@ -19,6 +19,31 @@ if TYPE_CHECKING:  # torchvision is imported by the builders only: `augment=none
 
 
 @dataclass(frozen=True)
+class CropFlip:
+    """The numbers the random crop and flip ops are built from, kept as data (in-memory data runs them as
+    batched tensor ops from these, see trainer/data/batch_augment.py)."""
+
+    size: int  # the crop's output side (the data's image_size)
+    padding: int  # zero padding on every side before a random crop of `size`; 0: no crop
+    flip: float  # probability of a horizontal flip; 0: no flip
+
+    @classmethod
+    def of(cls, image_size: int, padding: int | None, flip: bool) -> CropFlip:
+        """`padding` None: image_size // 8; `flip`: torchvision's RandomHorizontalFlip probability, 0.5."""
+        return cls(image_size, image_size // 8 if padding is None else padding, 0.5 if flip else 0.0)
+
+    def ops(self) -> list[v2.Transform]:
+        from torchvision.transforms import v2
+
+        ops: list[v2.Transform] = []
+        if self.padding > 0:
+            ops.append(v2.RandomCrop(self.size, padding=self.padding))
+        if self.flip > 0:
+            ops.append(v2.RandomHorizontalFlip(self.flip))
+        return ops
+
+
+@dataclass(frozen=True)
 class Augment:
     """What an augment option asks for; the data module wraps it in conversion and normalisation."""
 
@@ -27,25 +52,13 @@ class Augment:
     erasing: float = 0.0  # RandomErasing probability, applied to the normalised tensor
     sizes_itself: bool = False  # ops output image_size x image_size from any input (RandomResizedCrop)
     photometric: bool = False  # colour ops, which torchvision runs on 1- or 3-channel images only
+    crop_flip: CropFlip | None = None  # the parameters of the leading crop and flip ops, when they come from one
 
     def check_channels(self, channels: int) -> None:
         """Colour ops fail inside a loader worker on other channel counts: say so before training starts."""
         if self.photometric and channels not in (1, 3):
             raise ConfigError(f"augment={self.name} changes colours, which needs 1- or 3-channel images "
                               f"(the data has {channels}); use augment=basic or augment=none")
-
-
-def crop_and_flip(image_size: int, padding: int | None, flip: bool) -> list[v2.Transform]:
-    """Random crop of `image_size` from the image padded by `padding` (None: image_size // 8, 0: no crop)."""
-    from torchvision.transforms import v2
-
-    padding = image_size // 8 if padding is None else padding
-    ops: list[v2.Transform] = []
-    if padding > 0:
-        ops.append(v2.RandomCrop(image_size, padding=padding))
-    if flip:
-        ops.append(v2.RandomHorizontalFlip())
-    return ops
 
 
 def none() -> None:
@@ -55,7 +68,8 @@ def none() -> None:
 
 def basic(image_size: int, padding: int | None = None, flip: bool = True, erasing: float = 0.0) -> Augment:
     """Random crop with padding plus horizontal flip (turn flips off for digits and text)."""
-    return Augment("basic", tuple(crop_and_flip(image_size, padding, flip)), erasing)
+    geometry = CropFlip.of(image_size, padding, flip)
+    return Augment("basic", tuple(geometry.ops()), erasing, crop_flip=geometry)
 
 
 def standard(image_size: int, scale_min: float = 0.08, flip: bool = True, color_jitter: float = 0.4,
@@ -76,8 +90,9 @@ def autoaugment(image_size: int, policy: str = "imagenet", padding: int | None =
     """Crop and flip as `basic`, then AutoAugment's learned policy for imagenet, cifar10 or svhn."""
     from torchvision.transforms import v2
 
-    ops = [*crop_and_flip(image_size, padding, flip), v2.AutoAugment(v2.AutoAugmentPolicy(policy))]
-    return Augment("autoaugment", tuple(ops), erasing, photometric=True)
+    geometry = CropFlip.of(image_size, padding, flip)
+    ops = [*geometry.ops(), v2.AutoAugment(v2.AutoAugmentPolicy(policy))]
+    return Augment("autoaugment", tuple(ops), erasing, photometric=True, crop_flip=geometry)
 
 
 def randaugment(image_size: int, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
@@ -85,9 +100,9 @@ def randaugment(image_size: int, num_ops: int = 2, magnitude: int = 9, num_magni
     """Crop and flip as `basic`, then RandAugment: `num_ops` random ops at a fixed `magnitude`."""
     from torchvision.transforms import v2
 
-    ops = [*crop_and_flip(image_size, padding, flip),
-           v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)]
-    return Augment("randaugment", tuple(ops), erasing, photometric=True)
+    geometry = CropFlip.of(image_size, padding, flip)
+    ops = [*geometry.ops(), v2.RandAugment(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins)]
+    return Augment("randaugment", tuple(ops), erasing, photometric=True, crop_flip=geometry)
 
 
 def trivialaugment(image_size: int, num_magnitude_bins: int = 31, padding: int | None = None, flip: bool = True,
@@ -95,5 +110,6 @@ def trivialaugment(image_size: int, num_magnitude_bins: int = 31, padding: int |
     """Crop and flip as `basic`, then TrivialAugmentWide: one random op at a random magnitude."""
     from torchvision.transforms import v2
 
-    ops = [*crop_and_flip(image_size, padding, flip), v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)]
-    return Augment("trivialaugment", tuple(ops), erasing, photometric=True)
+    geometry = CropFlip.of(image_size, padding, flip)
+    ops = [*geometry.ops(), v2.TrivialAugmentWide(num_magnitude_bins=num_magnitude_bins)]
+    return Augment("trivialaugment", tuple(ops), erasing, photometric=True, crop_flip=geometry)

@@ -46,26 +46,21 @@ class BatchAugment:
 
     @classmethod
     def from_augment(cls, augment: Augment | None, image_size: int) -> BatchAugment:
-        """The batched form of `augment=none` or `augment=basic`; a ConfigError for any other option."""
+        """The batched form of `augment=none` or `augment=basic`, from the numbers its ops were built from
+        (`Augment.crop_flip`, `Augment.erasing`); a ConfigError for any other option."""
         if augment is None:
             return cls(image_size)
-        if augment.name != "basic":
+        if augment.name not in SUPPORTED:
             raise ConfigError(f"augment={augment.name} cannot run with data.in_memory=true, which supports "
                               f"augment={' and augment='.join(SUPPORTED)} only; choose one of those, or set "
                               "data.in_memory=false")
-        from torchvision.transforms import v2
-
-        padding, flip = 0, 0.0
-        for op in augment.ops:
-            if isinstance(op, v2.RandomCrop) and _plain_crop(op, image_size):
-                padding = op.padding[0] if op.padding else 0
-            elif isinstance(op, v2.RandomHorizontalFlip):
-                flip = float(op.p)
-            else:
-                raise ConfigError(f"data.in_memory=true cannot run {op} on the device (it runs a zero-padded "
-                                  f"{image_size}x{image_size} RandomCrop and RandomHorizontalFlip); "
-                                  "set data.in_memory=false")
-        return cls(image_size, padding, flip, float(augment.erasing))
+        geometry = augment.crop_flip
+        if geometry is None or (geometry.padding and geometry.size != image_size):
+            crop = "no crop parameters" if geometry is None else f"a {geometry.size}x{geometry.size} crop"
+            raise ConfigError(f"data.in_memory=true runs augment={augment.name} on the device as a zero-padded "
+                              f"{image_size}x{image_size} random crop and flip, but this augment has {crop}; "
+                              f"set augment.image_size={image_size}, or data.in_memory=false")
+        return cls(image_size, geometry.padding, geometry.flip, float(augment.erasing))
 
     @property
     def active(self) -> bool:
@@ -132,9 +127,3 @@ class BatchAugment:
         in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
         return images.masked_fill_((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
 
-
-def _plain_crop(op, image_size: int) -> bool:
-    """A v2.RandomCrop that `crop_flip` reproduces: square output, equal zero padding on every side."""
-    padding = op.padding or [0]
-    return (tuple(op.size) == (image_size, image_size) and not op.pad_if_needed and op.padding_mode == "constant"
-            and op.fill == 0 and len(set(padding)) == 1)
