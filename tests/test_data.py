@@ -322,3 +322,19 @@ def test_loaders_use_workers_and_pinning_when_asked(tmp_path: Path) -> None:
     fast = digits.train_loader(seed=0)
     assert fast.batch_size is None  # whole batches by one tensor index
     assert next(iter(fast))[0].shape == (digits.batch_size, 1, 8, 8)
+
+
+# ---- the shared subsets normalise with the mean/std their inference_info saves for predict and export
+
+@pytest.mark.parametrize("option", ["mnist", "cifar10"])
+def test_shared_sets_normalise_with_their_inference_info(option: str) -> None:
+    folder = SHARED_DATA / ("MNIST/raw" if option == "mnist" else "cifar-10-batches-py")
+    if not folder.is_dir():
+        pytest.skip(f"the shared {option} subset is not at {folder}")
+    datamodule = build(f"data={option}", f"data.root={SHARED_DATA}")
+    info = datamodule.inference_info()
+    assert (info["mean"], info["std"]) == tuple(list(s) for s in STATS[option])
+    assert info["classes"] == datamodule.classes and len(info["classes"]) == 10
+    images = datamodule.train_set.tensors[0]  # normalised with those: about zero mean, unit std per channel
+    per_channel = images.transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).abs().max() < 0.1 and (per_channel.std(1) - 1).abs().max() < 0.1

@@ -115,7 +115,7 @@ def test_overfit_batches_are_fixed_and_unaugmented_for_val() -> None:
     val = batches(datamodule.val_loader())
     assert_same_batches(batches(datamodule.val_loader()), val)  # no random augmentation
     # The training pixels, quantised to uint8 for augmentation: within half a level of the float ones.
-    quantisation = 0.5 / 255 / datamodule._stats[1][0] + 1e-6
+    quantisation = 0.5 / 255 / datamodule.normalization()[1][0] + 1e-6
     assert_same_batches(val, batches(reference.val_loader()), atol=quantisation)
 
 
@@ -234,6 +234,23 @@ def test_random_erasing_matches_torchvision(device: str) -> None:
     tolerances = {"rate": 0.03, "area": 0.01, "log_ratio": 0.06, "top": 0.3, "left": 0.3}
     for key, tolerance in tolerances.items():
         assert abs(ours_stats[key] - theirs_stats[key]) < tolerance, (key, ours_stats[key], theirs_stats[key])
+
+
+def test_batch_augment_takes_the_numbers_the_augment_was_built_from() -> None:
+    from hydra.utils import instantiate
+
+    assert BatchAugment.from_augment(None, 8) == BatchAugment(8)
+    assert BatchAugment.from_augment(basic(8, padding=2, erasing=0.25), 8) == BatchAugment(8, 2, 0.5, 0.25)
+    assert BatchAugment.from_augment(basic(32, flip=False), 32) == BatchAugment(32, 4, 0.0)  # padding 32 // 8
+    assert not BatchAugment.from_augment(basic(8, padding=0, flip=False), 8).active
+    cfg = compose("data=digits", "augment=basic", "augment.padding=1", "augment.flip=false", "augment.erasing=0.5")
+    validate(cfg)
+    assert BatchAugment.from_augment(instantiate(cfg.augment), 8) == BatchAugment(8, 1, 0.0, 0.5)
+    with pytest.raises(ConfigError, match=r"runs augment=basic on the device as a zero-padded 8x8 random crop and "
+                                          r"flip, but this augment has a 16x16 crop; set augment.image_size=8"):
+        BatchAugment.from_augment(basic(16, padding=2), 8)
+    with pytest.raises(ConfigError, match="this augment has no crop parameters"):
+        BatchAugment.from_augment(Augment("basic", ()), 8)
 
 
 # ---- unsupported combinations fail at build time, with the supported options named

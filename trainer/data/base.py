@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,11 +29,13 @@ def seed_worker(worker_id: int) -> None:
 class DataModule:
     """Builds `train_set` and `val_set` in `setup()`; subclasses implement `build()`.
 
-    `build(augment)` applies the augment option's ops to training images only (see trainer/augment.py);
+    `build(augment)` applies the augment option's ops to training images only (see trainer/data/augment.py);
     with no augmentation, in-memory sets return `TensorDataset`s, which `_loader` batches by indexing.
     Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py).
     With `in_memory`, subclasses implement `tensor_splits()` instead: `train_set` and `val_set` then hold the
     decoded (not normalised) tensors, and the loaders batch, augment and normalise them on the device.
+    Subclasses implement `normalization()`, the one source of the mean/std that both paths normalise with
+    and that `inference_info()` hands to predict/export through the checkpoint.
     """
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
@@ -49,12 +51,36 @@ class DataModule:
         self.val_set: Dataset | None = None
         self.shuffle_train = True
         self.batch_augment: BatchAugment | None = None
-        self._stats: tuple[list[float], list[float]] = ([], [])
         self._worker_seeds: torch.Generator | None = None
         self._device_train: DeviceTrainBatches | None = None
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         raise NotImplementedError
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The per-channel mean and std (`in_channels` values each) that this module normalises images with."""
+        raise NotImplementedError
+
+    def eval_resize(self) -> dict[str, Any]:
+        """How an image of any size is brought to image_size at eval time, as plain numbers: `resize` ([h, w],
+        or one side for the short side) and `center_crop` (a side, or None). In-memory sets are stored at
+        image_size x image_size, so a plain resize to that."""
+        return {"resize": [self.image_size, self.image_size], "center_crop": None}
+
+    def inference_info(self) -> dict[str, Any]:
+        """The eval-time preprocessing as plain data, saved in checkpoints for predict and export.
+
+        Keys: `mean`, `std` (per channel, exactly what the loaders normalise with), `classes`, `in_channels`,
+        `image_size`, and `eval_resize()`'s `resize` and `center_crop`. Only lists, str, int, float and None,
+        so that `torch.load(weights_only=True)` reads them. Call after `setup()`, which reads the class names
+        (and, for digits, the train split's statistics) from the data.
+        """
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.inference_info() needs setup() first")
+        mean, std = self.normalization()
+        return {"mean": [float(m) for m in mean], "std": [float(s) for s in std],
+                "classes": [str(c) for c in self.classes], "in_channels": int(self.in_channels),
+                "image_size": int(self.image_size), **self.eval_resize()}
 
     def tensor_splits(self, augment: Augment | None) -> TensorSplits:
         """The decoded splits that `in_memory` keeps on the device (data sets that fit in memory only)."""
@@ -69,7 +95,6 @@ class DataModule:
         splits = self.tensor_splits(augment)
         self.train_set = TensorDataset(splits.train_images, splits.train_labels)
         self.val_set = TensorDataset(splits.val_images, splits.val_labels)
-        self._stats = (list(splits.mean), list(splits.std))
 
     def overfit(self, num_batches: int) -> None:
         """Train and validate on the same first `num_batches` training batches, in a fixed order.
@@ -136,4 +161,4 @@ class DataModule:
         return self._loader(self.val_set, sampler, pin_memory, torch.Generator())
 
     def _normalizer(self, device: torch.device | None) -> Normalizer:
-        return Normalizer(*self._stats, torch.device(device or "cpu"))
+        return Normalizer(*self.normalization(), torch.device(device or "cpu"))

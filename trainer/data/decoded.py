@@ -48,24 +48,26 @@ class InMemoryDataModule(DataModule):
     def decode(self) -> DecodedSplits:
         raise NotImplementedError
 
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The set's constants, repeated per channel when grey images are repeated to `in_channels`."""
+        channels = self.in_channels
+        return list(self.mean) * (channels // len(self.mean)), list(self.std) * (channels // len(self.std))
+
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         splits = self.tensor_splits(augment)
         return image_tensor_sets(splits.train_images, splits.train_labels, splits.val_images, splits.val_labels,
-                                 splits.mean, splits.std, augment)
+                                 *self.normalization(), augment)
 
     def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
-        """The decoded uint8 splits at image_size and in_channels, and the set's mean/std per channel."""
+        """The decoded uint8 splits at image_size and in_channels (normalised later with `normalization()`)."""
         splits = self.decode()
         if len(splits.classes) != self.num_classes:
             raise DataError(f"data={self.option} has {len(splits.classes)} classes but data.num_classes="
                             f"{self.num_classes}")
         self.classes = splits.classes
-        channels = self.in_channels
-        mean = list(self.mean) * (channels // len(self.mean))
-        std = list(self.std) * (channels // len(self.std))
 
         def prepare(images: torch.Tensor) -> torch.Tensor:
-            return match_channels(resize_images(images, self.image_size), channels)
+            return match_channels(resize_images(images, self.image_size), self.in_channels)
 
         return TensorSplits(prepare(splits.train_images), splits.train_labels, prepare(splits.val_images),
-                            splits.val_labels, mean, std)
+                            splits.val_labels)

@@ -50,9 +50,13 @@ class DigitsDataModule(DataModule):
         super().__init__(**common)
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self._train_stats: tuple[float, float] | None = None
 
     def split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] at image_size and in_channels, labels, and the seeded train / val indices."""
+        """Images in [0, 1] at image_size and in_channels, labels, and the seeded train / val indices.
+
+        Also keeps the train split's pixel mean and std, which `normalization()` returns.
+        """
         pixels, targets = load_digits_arrays()
         images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0  # N x 1 x 8 x 8
         labels = torch.tensor(targets, dtype=torch.long)
@@ -64,34 +68,34 @@ class DigitsDataModule(DataModule):
 
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         num_val = int(round(len(labels) * self.val_fraction))
-        return images, labels, order[num_val:], order[:num_val]
+        train_idx = order[num_val:]
+        self._train_stats = images[train_idx].mean().item(), images[train_idx].std().item()
+        return images, labels, train_idx, order[:num_val]
 
-    def train_stats(self) -> tuple[float, float]:
-        """The train split's pixel mean and std that every image is normalised with (one value per image)."""
-        images, _, train_idx, _ = self.split()
-        return images[train_idx].mean().item(), images[train_idx].std().item()
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The train split's pixel mean and std (one value for all pixels, repeated per channel)."""
+        if self._train_stats is None:
+            self.split()
+        mean, std = self._train_stats
+        return [mean] * self.in_channels, [std] * self.in_channels
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         images, labels, train_idx, val_idx = self.split()
-        mean, std = images[train_idx].mean(), images[train_idx].std()
+        (mean, *_), (std, *_) = self.normalization()
         normalised = (images - mean) / std
         val = TensorDataset(normalised[val_idx], labels[val_idx])
         if augment is None:
             return TensorDataset(normalised[train_idx], labels[train_idx]), val
 
-        channels = self.in_channels
-        transform = train_transform(augment, [mean.item()] * channels, [std.item()] * channels)
+        transform = train_transform(augment, *self.normalization())
         return TransformedDataset(TensorDataset(quantise(images[train_idx]), labels[train_idx]), transform), val
 
     def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
         """For `in_memory`: float pixels in [0, 1], the training ones quantised to uint8 as `build` does when
-        augmenting, and the train split's mean/std (normalisation happens per batch on the device)."""
+        augmenting (normalised per batch on the device, with `normalization()`)."""
         images, labels, train_idx, val_idx = self.split()
-        mean, std = images[train_idx].mean().item(), images[train_idx].std().item()
         train = images[train_idx] if augment is None else quantise(images[train_idx])
-        channels = self.in_channels
-        return TensorSplits(train, labels[train_idx], images[val_idx], labels[val_idx], [mean] * channels,
-                            [std] * channels)
+        return TensorSplits(train, labels[train_idx], images[val_idx], labels[val_idx])
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,13 @@ class FakeDataModule(DataModule):
         self.train_size = train_size
         self.val_size = val_size
 
+    def normalization(self) -> tuple[list[float], list[float]]:
+        return [MEAN] * self.in_channels, [STD] * self.in_channels
+
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         from torchvision.datasets import FakeData
 
-        mean, std = [MEAN] * self.in_channels, [STD] * self.in_channels
+        mean, std = self.normalization()
         shape = (self.in_channels, self.image_size, self.image_size)
         train = FakeData(self.train_size, shape, self.num_classes, transform=train_transform(augment, mean, std),
                          random_offset=0)
@@ -48,5 +51,4 @@ class FakeDataModule(DataModule):
             return (torch.stack([pil_to_tensor(image) for image, _ in pairs]),
                     torch.tensor([int(label) for _, label in pairs], dtype=torch.int64))
 
-        mean, std = [MEAN] * self.in_channels, [STD] * self.in_channels
-        return TensorSplits(*decode(self.train_size, 0), *decode(self.val_size, self.train_size), mean, std)
+        return TensorSplits(*decode(self.train_size, 0), *decode(self.val_size, self.train_size))

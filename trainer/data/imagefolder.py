@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
-from torchvision.transforms import v2
 
 from trainer.data.base import DataModule
-from trainer.data.transforms import TransformedDataset, eval_transform, train_transform
+from trainer.data.transforms import TransformedDataset, eval_transform, resize_ops, train_transform
 from trainer.errors import DataError
 
 log = logging.getLogger("trainer")
@@ -84,6 +83,13 @@ class ImageFolderDataModule(DataModule):
         self.skip_corrupt = skip_corrupt
         self.skipped_corrupt = 0
 
+    def normalization(self) -> tuple[list[float], list[float]]:
+        return list(self.mean), list(self.std)
+
+    def eval_resize(self) -> dict[str, Any]:
+        """The short side to image_size / crop_fraction, then a centre crop of image_size."""
+        return {"resize": round(self.image_size / self.crop_fraction), "center_crop": self.image_size}
+
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
         mode = "L" if self.in_channels == 1 else "RGB"
         train = scan_folder("train_dir", self.train_dir, mode)
@@ -93,9 +99,9 @@ class ImageFolderDataModule(DataModule):
             raise DataError(f"data.train_dir {self.train_dir} has {len(train.classes)} class folders but "
                             f"data.num_classes={self.num_classes}: set data.num_classes={len(train.classes)}")
         self.classes = list(train.classes)
-        fit = [v2.Resize(round(self.image_size / self.crop_fraction)), v2.CenterCrop(self.image_size)]
-        train_tf = train_transform(augment, self.mean, self.std, fit)
-        val_tf = eval_transform(self.mean, self.std, fit)
+        fit = resize_ops(**self.eval_resize())
+        train_tf = train_transform(augment, *self.normalization(), fit)
+        val_tf = eval_transform(*self.normalization(), fit)
 
         if self.val_dir is None:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()

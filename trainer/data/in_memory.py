@@ -22,14 +22,12 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class TensorSplits:
-    """Decoded train and val images (N x C x H x W, uint8 or float in [0, 1]), int64 labels, and normalisation."""
+    """Decoded train and val images (N x C x H x W, uint8 or float in [0, 1]) and int64 labels."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
     val_images: torch.Tensor
     val_labels: torch.Tensor
-    mean: list[float]
-    std: list[float]
 
 
 class Normalizer:

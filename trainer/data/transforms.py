@@ -43,6 +43,17 @@ def eval_transform(mean: Stats, std: Stats, fit: Sequence[v2.Transform] = ()) ->
                        v2.Normalize(list(mean), list(std))])
 
 
+def resize_ops(resize: int | Sequence[int], center_crop: int | None = None) -> list[v2.Transform]:
+    """`DataModule.eval_resize()` as v2 ops: resize (one side: the short side; [h, w]: exactly), then an
+    optional centre crop."""
+    from torchvision.transforms import v2
+
+    ops: list[v2.Transform] = [v2.Resize(resize if isinstance(resize, int) else list(resize), antialias=True)]
+    if center_crop is not None:
+        ops.append(v2.CenterCrop(center_crop))
+    return ops
+
+
 def train_transform(augment: Augment | None, mean: Stats, std: Stats,
                     fit: Sequence[v2.Transform] = ()) -> v2.Compose:
     """The eval pipeline with the augment ops on uint8 images and random erasing after normalisation.
