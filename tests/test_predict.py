@@ -1,40 +1,66 @@
-"""`mode=predict` and `mode=export` on a real 1-epoch digits checkpoint: once through the CLI, the rest in-process."""
+"""`mode=predict`, `mode=export` and `mode=eval` from a checkpoint's saved preprocessing (its "inference" entry).
+
+Most tests use a digits checkpoint written here in-process (an untrained model, the payload a training run
+writes); one trains through the CLI to check that training stores the entry predict reads.
+"""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import compose, read_json, run_cli
+from tests.test_data import FOLDERS, STATS, TREE_COLOURS, build, write_cifar, write_image_tree, write_mnist_like
+from trainer.build import build_data, build_model
 from trainer.data.digits import DigitsDataModule
-from trainer.errors import ConfigError, DataError, TrainerError
+from trainer.errors import CheckpointError, ConfigError, DataError, TrainerError
+from trainer.modes.evaluate import evaluate
 from trainer.modes.export import export
 from trainer.modes.inference import image_transform, load_for_inference
 from trainer.modes.predict import predict
 from trainer.schema import validate
+from trainer.training.checkpoint import save_checkpoint
 
 FAST = ("trainer.progress=plain",)
 
 
+def digits_module(**settings) -> DigitsDataModule:
+    return DigitsDataModule(**{"batch_size": 64, "num_workers": 0, "num_classes": 10, "in_channels": 1,
+                               "image_size": 8, **settings})
+
+
+def write_checkpoint(path: Path, *overrides: str, drop: tuple[str, ...] = (), **replace) -> Path:
+    """A checkpoint as a training run writes it (model, config, epoch, classes, inference), for `overrides`."""
+    cfg = compose(*overrides)
+    validate(cfg)
+    datamodule = build_data(cfg)
+    torch.manual_seed(0)
+    payload = {"config": OmegaConf.to_container(cfg, resolve=True), "model": build_model(cfg.model).state_dict(),
+               "epoch": 1, "classes": list(datamodule.classes), "inference": datamodule.inference_info()}
+    payload = {key: value for key, value in (payload | replace).items() if key not in drop}
+    save_checkpoint(payload, path)
+    return path
+
+
 @pytest.fixture(scope="module")
-def best_ckpt(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *FAST)
-    assert result.returncode == 0, result.stderr
-    return run_dir / "checkpoints" / "best.pt"
+def digits_ckpt(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "digits.pt")
 
 
 @pytest.fixture(scope="module")
 def digit_pngs(tmp_path_factory) -> tuple[Path, torch.Tensor]:
     """Five val digits saved as 8x8 grey PNGs (pixels 0..16 -> 0..255), and their normalised val tensors."""
     folder = tmp_path_factory.mktemp("pngs")
-    module = DigitsDataModule(batch_size=64, num_workers=0, num_classes=10, in_channels=1, image_size=8)
+    module = digits_module()
     images, _, _, val_idx = module.split()
     for n, index in enumerate(val_idx[:5].tolist()):
         pixels = (images[index, 0].numpy() * 255).round().astype(np.uint8)
@@ -43,9 +69,9 @@ def digit_pngs(tmp_path_factory) -> tuple[Path, torch.Tensor]:
     return folder, module.val_set.tensors[0][:5]
 
 
-def test_predict_a_folder_writes_one_row_per_image(best_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
+def test_predict_a_folder_writes_one_row_per_image(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
     folder, _ = digit_pngs
-    result = run_cli("mode=predict", f"ckpt={best_ckpt}", f"predict.input={folder}", "predict.topk=3",
+    result = run_cli("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder}", "predict.topk=3",
                      f"hydra.run.dir={tmp_path / 'predict'}", *FAST)
     assert result.returncode == 0, result.stderr
     with (tmp_path / "predict" / "predictions.csv").open() as handle:
@@ -58,10 +84,25 @@ def test_predict_a_folder_writes_one_row_per_image(best_ckpt: Path, digit_pngs, 
     assert "predictions (first 5 of 5)" in result.stdout
 
 
-def test_topk_is_capped_at_the_number_of_classes(best_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
+def test_a_trained_checkpoint_holds_the_preprocessing_predict_uses(digit_pngs, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *FAST)
+    assert result.returncode == 0, result.stderr
+    best = run_dir / "checkpoints" / "best.pt"
+    module = digits_module()
+    module.setup()
+    assert torch.load(best, weights_only=True)["inference"] == module.inference_info()
     folder, _ = digit_pngs
-    cfg = compose("mode=predict", f"ckpt={best_ckpt}", f"predict.input={folder / 'digit_0.png'}", "predict.topk=50",
-                  "trainer.progress=none")
+    cfg = compose("mode=predict", f"ckpt={best}", f"predict.input={folder}", "trainer.progress=none")
+    validate(cfg)
+    with predict(cfg, tmp_path).open() as handle:
+        assert len(list(csv.DictReader(handle))) == 5
+
+
+def test_topk_is_capped_at_the_number_of_classes(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
+    folder, _ = digit_pngs
+    cfg = compose("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder / 'digit_0.png'}",
+                  "predict.topk=50", "trainer.progress=none")
     validate(cfg)
     with (predict(cfg, tmp_path)).open() as handle:
         rows = list(csv.DictReader(handle))
@@ -70,27 +111,64 @@ def test_topk_is_capped_at_the_number_of_classes(best_ckpt: Path, digit_pngs, tm
     assert sorted(rows[0][f"top{k}_class"] for k in range(1, 11)) == [str(d) for d in range(10)]
 
 
-def test_png_preprocessing_matches_the_training_normalisation(best_ckpt: Path, digit_pngs) -> None:
+def test_png_preprocessing_matches_the_training_normalisation(digits_ckpt: Path, digit_pngs) -> None:
     folder, val_tensors = digit_pngs
-    loaded = load_for_inference(best_ckpt, torch.device("cpu"))
-    transform = image_transform(loaded.data_cfg)
-    std = DigitsDataModule(batch_size=64, num_workers=0, num_classes=10, in_channels=1, image_size=8).train_stats()[1]
+    loaded = load_for_inference(digits_ckpt, torch.device("cpu"))
+    transform = image_transform(loaded.info)
+    std = digits_module().normalization()[1][0]
     for n in range(5):
         with Image.open(folder / f"digit_{n}.png") as image:
             tensor = transform(image)
         assert tensor.shape == (1, 8, 8)
         assert torch.allclose(tensor, val_tensors[n], atol=0.51 / 255 / std + 1e-6)  # uint8 rounding only
-    assert loaded.classes == [str(d) for d in range(10)]
+    assert loaded.classes == [str(d) for d in range(10)] and loaded.epoch == 1
 
 
-def test_predict_without_input_or_with_a_missing_folder_is_a_clear_error(best_ckpt: Path, tmp_path: Path) -> None:
+def test_resize_crop_and_channels_follow_the_saved_entry() -> None:
+    info = {"mean": [0.5] * 4, "std": [0.25] * 4, "classes": ["a", "b"], "in_channels": 4, "image_size": 12,
+            "resize": 16, "center_crop": 12}
+    wide = Image.new("RGB", (40, 20), (255, 255, 255))
+    out = image_transform(info)(wide)
+    assert out.shape == (4, 12, 12)  # short side to 16 (32 x 16), then the centre 12 x 12
+    torch.testing.assert_close(out, torch.full((4, 12, 12), 2.0))  # white: (1 - 0.5) / 0.25 in every channel
+    grey = image_transform(info | {"in_channels": 3, "mean": [0.0] * 3, "std": [1.0] * 3, "resize": [12, 12],
+                                   "center_crop": None})(Image.new("L", (30, 9), 51))
+    torch.testing.assert_close(grey, torch.full((3, 12, 12), 0.2))
+
+
+def test_a_checkpoint_without_the_entry_is_refused_as_older(tmp_path: Path) -> None:
+    old = write_checkpoint(tmp_path / "old.pt", drop=("inference",))
+    with pytest.raises(CheckpointError, match=r"old\.pt predates saved preprocessing: it has no 'inference' entry"):
+        load_for_inference(old, torch.device("cpu"))
+    cfg = compose("mode=export", f"ckpt={old}", "trainer.progress=none")
+    with pytest.raises(CheckpointError, match="retrain it with this version"):
+        export(cfg, tmp_path)
+
+
+def test_a_malformed_entry_is_a_checkpoint_error(tmp_path: Path) -> None:
+    module = digits_module()
+    module.setup()
+    info = module.inference_info()
+    for bad, named in ((info | {"std": [0.3, 0.3]}, "std"), (info | {"mean": "0.5"}, "mean"),
+                       ({k: v for k, v in info.items() if k != "resize"}, "resize"),
+                       (info | {"image_size": True}, "image_size"), (info | {"std": [0.0]}, "std")):
+        path = write_checkpoint(tmp_path / "bad.pt", inference=bad)
+        with pytest.raises(CheckpointError, match=f"invalid inference entry: bad or missing {named}$"):
+            load_for_inference(path, torch.device("cpu"))
+    path = write_checkpoint(tmp_path / "few.pt", inference=info | {"classes": ["a", "b"]})
+    with pytest.raises(CheckpointError, match=r"inference entry \(2 classes, 1 channels\) does not fit its model"):
+        load_for_inference(path, torch.device("cpu"))
+
+
+def test_predict_without_input_or_with_a_missing_folder_is_a_clear_error(digits_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="predict.input must be an image file or folder when mode=predict"):
-        validate(compose("mode=predict", f"ckpt={best_ckpt}"))
+        validate(compose("mode=predict", f"ckpt={digits_ckpt}"))
     with pytest.raises(ConfigError, match="ckpt must be a checkpoint path when mode=export"):
         validate(compose("mode=export"))
     with pytest.raises(ConfigError, match="export.format must be one of torchscript, onnx"):
         validate(compose("mode=export", "ckpt=x.pt", "export.format=tflite"))
-    cfg = compose("mode=predict", f"ckpt={best_ckpt}", f"predict.input={tmp_path / 'nope'}", "trainer.progress=none")
+    cfg = compose("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={tmp_path / 'nope'}",
+                  "trainer.progress=none")
     with pytest.raises(DataError, match="does not exist"):
         predict(cfg, tmp_path)
     (tmp_path / "empty").mkdir()
@@ -99,14 +177,28 @@ def test_predict_without_input_or_with_a_missing_folder_is_a_clear_error(best_ck
         predict(cfg, tmp_path)
 
 
+def test_eval_warns_when_the_data_prepares_images_otherwise(digits_ckpt: Path, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="trainer")
+    same = compose("mode=eval", f"ckpt={digits_ckpt}", "trainer.progress=none")
+    validate(same)
+    evaluate(same, tmp_path / "same")
+    assert not caplog.records and read_json(tmp_path / "same" / "eval.json")["samples"] == 359
+    other = compose("mode=eval", f"ckpt={digits_ckpt}", "data.split_seed=1", "trainer.progress=none")
+    validate(other)
+    evaluate(other, tmp_path / "other")
+    assert [r.getMessage().split(" in ")[-1] for r in caplog.records] == [
+        "mean, std; scoring with the configured data's"]
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
-def test_torchscript_export_reloads_and_matches_eager(best_ckpt: Path, tmp_path: Path) -> None:
-    cfg = compose("mode=export", f"ckpt={best_ckpt}", "export.format=torchscript", "trainer.progress=none")
+def test_torchscript_export_reloads_and_matches_eager(digits_ckpt: Path, tmp_path: Path) -> None:
+    cfg = compose("mode=export", f"ckpt={digits_ckpt}", "export.format=torchscript", "trainer.progress=none")
     validate(cfg)
     path = export(cfg, tmp_path)
     assert path == tmp_path / "model.torchscript.pt"
-    assert read_json(tmp_path / "export.json")["max_abs_diff"] <= 1e-5
-    loaded = load_for_inference(best_ckpt, torch.device("cpu"))
+    exported = read_json(tmp_path / "export.json")
+    assert exported["max_abs_diff"] <= 1e-5 and exported["input_shape"] == [4, 1, 8, 8]
+    loaded = load_for_inference(digits_ckpt, torch.device("cpu"))
     scripted = torch.jit.load(str(path))
     batch = torch.randn(7, 1, 8, 8)  # another batch size than the traced one
     with torch.no_grad():
@@ -114,8 +206,8 @@ def test_torchscript_export_reloads_and_matches_eager(best_ckpt: Path, tmp_path:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is not None, reason="onnx is installed: the error path is moot")
-def test_onnx_without_the_package_says_how_to_install_it(best_ckpt: Path, tmp_path: Path) -> None:
-    cfg = compose("mode=export", f"ckpt={best_ckpt}", "export.format=onnx", "trainer.progress=none")
+def test_onnx_without_the_package_says_how_to_install_it(digits_ckpt: Path, tmp_path: Path) -> None:
+    cfg = compose("mode=export", f"ckpt={digits_ckpt}", "export.format=onnx", "trainer.progress=none")
     with pytest.raises(TrainerError) as caught:
         export(cfg, tmp_path)
     assert str(caught.value) == "export.format=onnx needs the onnx package: pip install -e '.[onnx]'"
@@ -123,8 +215,8 @@ def test_onnx_without_the_package_says_how_to_install_it(best_ckpt: Path, tmp_pa
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed (pip install -e '.[onnx]')")
-def test_onnx_export_writes_a_model(best_ckpt: Path, tmp_path: Path) -> None:
-    cfg = compose("mode=export", f"ckpt={best_ckpt}", "export.format=onnx", "trainer.progress=none")
+def test_onnx_export_writes_a_model(digits_ckpt: Path, tmp_path: Path) -> None:
+    cfg = compose("mode=export", f"ckpt={digits_ckpt}", "export.format=onnx", "trainer.progress=none")
     path = export(cfg, tmp_path)
     assert path.stat().st_size > 1000
     diff = read_json(tmp_path / "export.json")["max_abs_diff"]
@@ -132,3 +224,66 @@ def test_onnx_export_writes_a_model(best_ckpt: Path, tmp_path: Path) -> None:
         assert diff is None  # nothing to run the exported model with
     else:
         assert diff is not None and diff <= 1e-4
+
+
+# ---- inference_info against the loaders, for every data option that builds offline
+
+def saved_pictures(option: str, root: Path) -> tuple[list[str], list[Image.Image]]:
+    """Overrides for a tiny set of `option` and its first three val images as a user would save them."""
+    if option in FOLDERS:
+        arrays = write_mnist_like(root, option)
+        return [f"data.root={root}"], [Image.fromarray(x) for x in arrays["test_x"][:3]]
+    if option in ("cifar10", "cifar100"):
+        arrays = write_cifar(root, option)
+        return [f"data.root={root}"], [Image.fromarray(x.reshape(3, 32, 32).transpose(1, 2, 0).copy())
+                                       for x in arrays["test_x"][:3]]
+    if option == "fake":
+        from torchvision.datasets import FakeData
+
+        return [], [FakeData(64, (3, 32, 32), 10, random_offset=256)[i][0] for i in range(3)]
+    if option == "imagefolder":
+        train, val = write_image_tree(root / "train"), write_image_tree(root / "val", per_class=1)
+        pictures = []
+        for name in sorted(TREE_COLOURS):
+            with Image.open(val / name / "0.png") as image:
+                pictures.append(image.copy())
+        return [f"data.train_dir={train}", f"data.val_dir={val}", "data.num_classes=3", "data.image_size=12",
+                "data.num_workers=0"], pictures
+    images, _, _, val_idx = digits_module().split()
+    return [], [Image.fromarray((images[i, 0].numpy() * 255).round().astype(np.uint8), mode="L")
+                for i in val_idx[:3].tolist()]
+
+
+@pytest.mark.parametrize(("option", "in_memory"), [
+    ("digits", False), ("digits", True), ("fake", False), ("fake", True), ("mnist", False), ("mnist", True),
+    ("fashion_mnist", False), ("cifar10", False), ("cifar10", True), ("cifar100", False), ("imagefolder", False)])
+def test_inference_info_rebuilds_the_val_preprocessing(option: str, in_memory: bool, tmp_path: Path) -> None:
+    overrides, pictures = saved_pictures(option, tmp_path)
+    datamodule = build(f"data={option}", *overrides, f"data.in_memory={str(in_memory).lower()}")
+    info = datamodule.inference_info()
+    buffer = io.BytesIO()
+    torch.save({"inference": info}, buffer)
+    assert torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)["inference"] == info
+    assert info["classes"] == datamodule.classes and info["in_channels"] == datamodule.in_channels
+    assert len(info["mean"]) == len(info["std"]) == datamodule.in_channels
+    if option in STATS:
+        assert (info["mean"], info["std"]) == tuple(list(s) for s in STATS[option])
+    val_x, _ = next(iter(datamodule.val_loader()))
+    transform = image_transform(info)
+    rebuilt = torch.stack([transform(picture) for picture in pictures])
+    atol = 0.51 / 255 / info["std"][0] if option == "digits" else 1e-6  # digits: its PNGs round to uint8
+    torch.testing.assert_close(rebuilt, val_x[:3].cpu(), atol=atol, rtol=0)
+
+
+def test_digits_inference_info_holds_the_train_split_statistics() -> None:
+    module = digits_module(in_channels=3, split_seed=4)
+    with pytest.raises(RuntimeError, match=r"inference_info\(\) needs setup\(\) first"):
+        module.inference_info()
+    module.setup()
+    images, _, train_idx, val_idx = module.split()
+    mean, std = images[train_idx].mean().item(), images[train_idx].std().item()
+    info = module.inference_info()
+    assert (info["mean"], info["std"]) == ([mean] * 3, [std] * 3)
+    assert {key: info[key] for key in ("image_size", "resize", "center_crop")} == {
+        "image_size": 8, "resize": [8, 8], "center_crop": None}
+    assert torch.equal(module.val_set.tensors[0], (images[val_idx] - mean) / std)

@@ -34,8 +34,8 @@ def export(cfg: DictConfig, run_dir: Path) -> Path:
         require_onnx()
     console = RunConsole(cfg.trainer.progress)
     loaded = load_for_inference(cfg.ckpt, torch.device("cpu"))
-    data = loaded.data_cfg
-    sample = torch.randn(SAMPLE_BATCH, data.in_channels, data.image_size, data.image_size,
+    info = loaded.info  # the checkpoint's saved preprocessing: its input channels and size
+    sample = torch.randn(SAMPLE_BATCH, info["in_channels"], info["image_size"], info["image_size"],
                          generator=torch.Generator().manual_seed(cfg.seed))
     path = run_dir / FILE_NAMES[fmt]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 """Rebuild what a checkpoint needs outside training: its model, class names and eval-time preprocessing.
 
-Shared by `mode=predict` and `mode=export`; nothing here reads the current run's data or model config.
+Shared by `mode=predict` and `mode=export`. The preprocessing is read from the checkpoint's `"inference"`
+entry, which the training run saved from its data module (`DataModule.inference_info()`: mean/std, class
+names, channels, image size, resize and centre crop); nothing here builds a data module or reads the current
+run's data or model config.
 """
 
 from __future__ import annotations
@@ -8,75 +11,90 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch import nn
 
-from trainer.build import build_model, data_config_from_checkpoint, model_config_from_checkpoint
+from trainer.build import build_model, model_config_from_checkpoint
+from trainer.errors import CheckpointError
 from trainer.training.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
     from PIL import Image
 
-FAKE_STATS = 0.5  # trainer/data/fake.py: FakeData pixels are uniform in [0, 1]
+# The entry's keys and the plain types each may hold (bool is refused where a number is meant).
+INFERENCE_KEYS: dict[str, tuple[type, ...]] = {
+    "mean": (list,), "std": (list,), "classes": (list,), "in_channels": (int,), "image_size": (int,),
+    "resize": (int, list), "center_crop": (int, type(None)),
+}
 
 
 @dataclass
 class LoadedCheckpoint:
     model: nn.Module  # in eval mode, on `device`
-    data_cfg: DictConfig
+    info: dict[str, Any]  # the checkpoint's "inference" entry, checked by `inference_info`
     classes: list[str]
     epoch: int
 
 
 def load_for_inference(path: str | Path, device: torch.device) -> LoadedCheckpoint:
-    """The checkpoint's own model (weights loaded, eval mode), data config and class names."""
+    """The checkpoint's own model (weights loaded, eval mode), saved preprocessing and class names."""
     checkpoint = load_checkpoint(path, map_location=device)
     model_cfg = model_config_from_checkpoint(checkpoint["config"]["model"], str(path))
-    data_cfg = data_config_from_checkpoint(checkpoint["config"]["data"], str(path))
+    info = inference_info(checkpoint, str(path))
+    if len(info["classes"]) != model_cfg.num_classes or info["in_channels"] != model_cfg.in_channels:
+        raise CheckpointError(f"checkpoint {path}: its inference entry ({len(info['classes'])} classes, "
+                              f"{info['in_channels']} channels) does not fit its model ({model_cfg.num_classes} "
+                              f"classes, {model_cfg.in_channels} channels)")
     model = build_model(model_cfg).to(device)
     model.load_state_dict(checkpoint["model"])
     model.eval()
-    classes = [str(c) for c in checkpoint.get("classes") or range(model_cfg.num_classes)]
-    return LoadedCheckpoint(model, data_cfg, classes, int(checkpoint["epoch"]))
+    return LoadedCheckpoint(model, info, list(info["classes"]), int(checkpoint["epoch"]))
 
 
-def normalization(data_cfg: DictConfig) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std exactly as the data module normalised its images during training.
+def inference_info(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
+    """The checkpoint's `"inference"` entry, checked; a CheckpointError when it is missing or malformed.
 
-    digits: the train split's mean/std, recomputed from the bundled file with the stored split seed (it is
-    computed at load time, not stored); fake: 0.5; the others: the data module's constants or config values.
+    Checkpoints written before the entry existed are refused rather than guessed at: their preprocessing
+    (digits' train statistics, for one) is not stored in them.
     """
-    module = instantiate(data_cfg)  # constructors only store settings: no file is read here
-    channels = data_cfg.in_channels
-    if hasattr(module, "train_stats"):
-        mean, std = module.train_stats()
-        return [mean] * channels, [std] * channels
-    if data_cfg._target_.endswith("FakeDataModule"):
-        return [FAKE_STATS] * channels, [FAKE_STATS] * channels
-    mean, std = list(module.mean), list(module.std)
-    return mean * (channels // len(mean)), std * (channels // len(std))
+    info = checkpoint.get("inference")
+    if info is None:
+        raise CheckpointError(f"checkpoint {path} predates saved preprocessing: it has no 'inference' entry "
+                              "(the mean/std, class names and image size its data module used), so predict and "
+                              "export cannot tell how to prepare images for it; retrain it with this version")
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint {path} has an invalid inference entry: a {type(info).__name__}")
+    wrong = [key for key, kinds in INFERENCE_KEYS.items()
+             if not isinstance(info.get(key), kinds) or isinstance(info.get(key), bool)]
+    channels = info.get("in_channels")
+    wrong += [key for key in ("mean", "std") if key not in wrong and (
+        len(info[key]) != channels or not all(isinstance(v, int | float) for v in info[key]))]
+    if not wrong and not all(s > 0 for s in info["std"]):
+        wrong.append("std")
+    if wrong:
+        raise CheckpointError(f"checkpoint {path} has an invalid inference entry: bad or missing "
+                              f"{', '.join(wrong)}")
+    return info
 
 
-def image_transform(data_cfg: DictConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image -> the checkpoint's channels -> its image_size -> float C x H x W, normalised."""
+def image_transform(info: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL image -> the checkpoint's channels -> its resize and centre crop -> float C x H x W, normalised
+    with the mean/std its data module normalised with."""
     from torchvision.transforms import v2
 
-    from trainer.data.transforms import eval_transform
+    from trainer.data.transforms import resize_ops
 
-    size, channels = data_cfg.image_size, data_cfg.in_channels
-    if "crop_fraction" in data_cfg:  # imagefolder: resize the short side, then centre-crop, as in training
-        fit = [v2.Resize(round(size / data_cfg.crop_fraction), antialias=True), v2.CenterCrop(size)]
-    else:
-        fit = [v2.Resize([size, size], antialias=True)]
-    normalise = eval_transform(*normalization(data_cfg), fit)
+    channels = info["in_channels"]
+    to_float = v2.Compose([v2.ToImage(), *resize_ops(info["resize"], info["center_crop"]),
+                           v2.ToDtype(torch.float32, scale=True)])
+    normalise = v2.Normalize(list(info["mean"]), list(info["std"]))
 
     def transform(image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB" if channels == 3 else "L")
-        tensor = normalise(image)
-        return tensor.expand(channels, -1, -1).contiguous() if tensor.shape[0] != channels else tensor
+        tensor = to_float(image.convert("RGB" if channels == 3 else "L"))
+        if tensor.shape[0] != channels:  # grey repeated, as the data modules repeat grey images
+            tensor = tensor.expand(channels, -1, -1)
+        return normalise(tensor.contiguous())
 
     return transform

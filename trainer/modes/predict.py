@@ -33,7 +33,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> Path:
     device = select_device(cfg.trainer.device)
     precision = Precision(cfg.trainer.precision, device)
     loaded = load_for_inference(cfg.ckpt, device)
-    transform = image_transform(loaded.data_cfg)
+    transform = image_transform(loaded.info)
     k = min(cfg.predict.topk, len(loaded.classes))
 
     rows: list[dict] = []
