@@ -66,17 +66,23 @@ def inference_info(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:
                               "export cannot tell how to prepare images for it; retrain it with this version")
     if not isinstance(info, dict):
         raise CheckpointError(f"checkpoint {path} has an invalid inference entry: a {type(info).__name__}")
-    wrong = [key for key, kinds in INFERENCE_KEYS.items()
-             if not isinstance(info.get(key), kinds) or isinstance(info.get(key), bool)]
-    channels = info.get("in_channels")
-    wrong += [key for key in ("mean", "std") if key not in wrong and (
-        len(info[key]) != channels or not all(isinstance(v, int | float) for v in info[key]))]
-    if not wrong and not all(s > 0 for s in info["std"]):
-        wrong.append("std")
+    wrong = bad_keys(info)
     if wrong:
         raise CheckpointError(f"checkpoint {path} has an invalid inference entry: bad or missing "
                               f"{', '.join(wrong)}")
     return info
+
+
+def bad_keys(info: dict[str, Any]) -> list[str]:
+    """The keys of an inference entry that are missing or hold the wrong kind of value (mean and std: one
+    number per channel, std positive)."""
+    bad = [key for key, kinds in INFERENCE_KEYS.items()
+           if isinstance(info.get(key), bool) or not isinstance(info.get(key), kinds)]
+    for key in ("mean", "std"):
+        if key not in bad and (len(info[key]) != info.get("in_channels") or not all(
+                isinstance(v, int | float) and (key == "mean" or v > 0) for v in info[key])):
+            bad.append(key)
+    return bad
 
 
 def image_transform(info: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
