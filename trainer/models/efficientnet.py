@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from trainer.models.catalog import EFFICIENTNET_VARIANTS as VARIANTS
 from trainer.models.layers import ConvNormAct
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats) for B0's seven stages.
@@ -26,18 +27,6 @@ B0_STAGES = [
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 ]
-
-# name: (width multiplier, depth multiplier, resolution, dropout), as published.
-VARIANTS: dict[str, tuple[float, float, int, float]] = {
-    "b0": (1.0, 1.0, 224, 0.2),
-    "b1": (1.0, 1.1, 240, 0.2),
-    "b2": (1.1, 1.2, 260, 0.3),
-    "b3": (1.2, 1.4, 300, 0.3),
-    "b4": (1.4, 1.8, 380, 0.4),
-    "b5": (1.6, 2.2, 456, 0.4),
-    "b6": (1.8, 2.6, 528, 0.5),
-    "b7": (2.0, 3.1, 600, 0.5),
-}
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases of the compound rule
 
@@ -92,7 +81,13 @@ class MBConv(nn.Module):
 
 
 class EfficientNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, variant: str = "b0", phi: float | None = None,
+    """EfficientNet-`variant` (coefficients: `catalog.EFFICIENTNET_VARIANTS`), or B0 scaled by `phi`.
+
+    The keyword defaults are the published ones, as torchvision's; the config always passes every argument
+    (its defaults are in trainer/schema/model.py's EfficientNetConfig).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, variant: str, phi: float | None = None,
                  stochastic_depth: float = 0.2, dropout: float | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:

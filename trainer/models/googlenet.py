@@ -60,6 +60,11 @@ STAGES = [
 
 
 class GoogLeNet(nn.Module):
+    """GoogLeNet; the keyword defaults are the reference layout without aux heads, as in torchvision's class.
+
+    The config always passes every argument (its defaults are in trainer/schema/model.py's GoogLeNetConfig).
+    """
+
     def __init__(self, in_channels: int, num_classes: int, aux_logits: bool = False, dropout: float = 0.2,
                  branch5x5_kernel: int = 5) -> None:
         super().__init__()

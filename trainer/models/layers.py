@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "none": nn.Identity,
-}
+from trainer.models import catalog
 
-NORMS = ("batch", "group", "layer", "none")
+# Both tables come from the torch-free catalog, which the config schema validates against.
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, cls) for name, cls in catalog.ACTIVATIONS.items()}
+NORMS = catalog.NORMS
 
 
 def make_activation(name: str) -> nn.Module:

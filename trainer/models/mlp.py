@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -13,11 +15,12 @@ RELU_FAMILY = {"relu", "leaky_relu", "elu"}
 class MLP(nn.Module):
     """Flatten -> [Linear -> act -> dropout] x len(hidden_sizes) -> Linear.
 
-    Weights use He (Kaiming) init for ReLU-family activations and Xavier init otherwise.
+    Weights use He (Kaiming) init for ReLU-family activations and Xavier init otherwise. No argument has a
+    default of its own: the config supplies each (MLPConfig in trainer/schema/model.py).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int,
-                 hidden_sizes: list[int] = (256, 128), act: str = "relu", dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, hidden_sizes: Sequence[int], act: str,
+                 dropout: float) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * image_size * image_size

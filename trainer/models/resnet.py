@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.models.catalog import RESNET_STAGES, RESNET_STEMS
 from trainer.models.layers import make_norm2d
 
 
@@ -77,17 +78,18 @@ def projection(in_channels: int, out_channels: int, stride: int, norm: str) -> n
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), make_norm2d(norm, out_channels))
 
 
+BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 ARCHITECTURES: dict[int, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
-    18: (BasicBlock, [2, 2, 2, 2]),
-    34: (BasicBlock, [3, 4, 6, 3]),
-    50: (Bottleneck, [3, 4, 6, 3]),
-    101: (Bottleneck, [3, 4, 23, 3]),
-    152: (Bottleneck, [3, 8, 36, 3]),
-}
+    depth: (BLOCKS[block], list(repeats)) for depth, (block, repeats) in RESNET_STAGES.items()}
 
 
 class ResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 18, stem: str = "imagenet",
+    """ResNet-`depth`; the keyword defaults are the paper's (ImageNet stem, 64 base channels), as torchvision's.
+
+    The config always passes every argument (its defaults are in trainer/schema/model.py's ResNetConfig).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int, stem: str = "imagenet",
                  width: int = 64, zero_init_residual: bool = False, norm: str = "batch") -> None:
         super().__init__()
         if depth not in ARCHITECTURES:
@@ -100,7 +102,7 @@ class ResNet(nn.Module):
         elif stem == "cifar":
             self.stem = nn.Sequential(conv3x3(in_channels, width), make_norm2d(norm, width), nn.ReLU(inplace=True))
         else:
-            raise ValueError(f"unknown stem {stem!r}; choose imagenet or cifar")
+            raise ValueError(f"unknown stem {stem!r}; choose {' or '.join(RESNET_STEMS)}")
 
         stages: list[nn.Module] = []
         channels = width

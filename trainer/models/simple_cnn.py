@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -9,9 +11,13 @@ from trainer.models.layers import ConvNormAct
 
 
 class SimpleCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int] = (32, 64, 128, 256),
-                 act: str = "relu", norm: str = "batch", dropout: float = 0.0,
-                 spatial_dropout: float = 0.0) -> None:
+    """One ConvNormAct block and a 2x2 max-pool per entry of `widths`, then pool, dropout and a linear head.
+
+    No argument has a default of its own: the config supplies each (SimpleCNNConfig in trainer/schema/model.py).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], act: str, norm: str,
+                 dropout: float, spatial_dropout: float) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         channels = in_channels

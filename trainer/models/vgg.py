@@ -9,24 +9,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Numbers are 3x3 conv widths, "M" is a 2x2 max-pool.
-LAYERS: dict[int, list[int | str]] = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
-}
+from trainer.models.catalog import VGG_LAYERS
 
 
 class VGG(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 16, batch_norm: bool = False,
+    """VGG-`depth` (its layers: `catalog.VGG_LAYERS`); the keyword defaults are the paper's, as torchvision's.
+
+    The config always passes every argument (its defaults are in trainer/schema/model.py's VGGConfig).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int, batch_norm: bool = False,
                  dropout: float = 0.5, classifier_width: int = 4096, pool_size: int = 7) -> None:
         super().__init__()
-        if depth not in LAYERS:
-            raise ValueError(f"unsupported VGG depth {depth}; choose from {sorted(LAYERS)}")
+        if depth not in VGG_LAYERS:
+            raise ValueError(f"unsupported VGG depth {depth}; choose from {sorted(VGG_LAYERS)}")
         layers: list[nn.Module] = []
         channels = in_channels
-        for item in LAYERS[depth]:
+        for item in VGG_LAYERS[depth]:
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
                 continue

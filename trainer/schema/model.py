@@ -6,16 +6,29 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING, SI
 
+from trainer.models import catalog
 from trainer.schema.checks import require
 
-# Kept here rather than imported from trainer.models.layers so validation never imports torch.
-ACTIVATION_NAMES = ("relu", "leaky_relu", "elu", "gelu", "silu", "swish", "sigmoid", "tanh", "none")
-NORMS = ("batch", "group", "layer", "none")
+# The names the models implement, from their torch-free catalog (validation never imports torch).
+ACTIVATION_NAMES = tuple(catalog.ACTIVATIONS)
+NORMS = catalog.NORMS
+RESNET_DEPTHS = tuple(catalog.RESNET_STAGES)
+VGG_DEPTHS = tuple(catalog.VGG_LAYERS)
+EFFICIENTNET_VARIANTS = tuple(catalog.EFFICIENTNET_VARIANTS)
+
+
+def one_of(names: tuple[object, ...]) -> str:
+    """The requirement text of a choice among `names`: "one of a, b, c"."""
+    return "one of " + ", ".join(map(str, names))
 
 
 @dataclass
 class ModelConfig:
-    """Every model takes its input channels and class count from the data config."""
+    """Every model takes its input channels and class count from the data config.
+
+    Each schema below holds its family's defaults: an option file (configs/model/<option>.yaml) names its
+    schema and sets only what makes it that option (resnet50.yaml: depth 50).
+    """
 
     _target_: str = MISSING
     in_channels: int = SI("${data.in_channels}")
@@ -24,30 +37,34 @@ class ModelConfig:
 
 @dataclass
 class MLPConfig(ModelConfig):
+    """`model=mlp`: a multi-layer perceptron on flattened pixels."""
+
     _target_: str = "trainer.models.mlp.MLP"
     image_size: int = SI("${data.image_size}")
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 128])
-    act: str = "relu"
-    dropout: float = 0.0
+    act: str = "relu"  # relu, leaky_relu, elu, gelu, silu (swish), sigmoid, tanh, none
+    dropout: float = 0.1  # after each hidden layer
 
     def __post_init__(self) -> None:
-        require(self.act in ACTIVATION_NAMES, "act", "one of " + ", ".join(ACTIVATION_NAMES), self.act)
+        require(self.act in ACTIVATION_NAMES, "act", one_of(ACTIVATION_NAMES), self.act)
         require(all(h > 0 for h in self.hidden_sizes), "hidden_sizes", "all > 0", self.hidden_sizes)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
 
 @dataclass
 class SimpleCNNConfig(ModelConfig):
+    """`model=simple_cnn`: conv-norm-act blocks, each followed by 2x2 max pooling; global average pool, linear head."""
+
     _target_: str = "trainer.models.simple_cnn.SimpleCNN"
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    act: str = "relu"
-    norm: str = "batch"
-    dropout: float = 0.0
-    spatial_dropout: float = 0.0
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # one block per width
+    act: str = "relu"  # relu, leaky_relu, elu, gelu, silu (swish), sigmoid, tanh, none
+    norm: str = "batch"  # batch, group, layer, none
+    dropout: float = 0.0  # before the linear head
+    spatial_dropout: float = 0.0  # Dropout2d after each block: drops whole feature maps
 
     def __post_init__(self) -> None:
-        require(self.act in ACTIVATION_NAMES, "act", "one of " + ", ".join(ACTIVATION_NAMES), self.act)
-        require(self.norm in NORMS, "norm", "one of " + ", ".join(NORMS), self.norm)
+        require(self.act in ACTIVATION_NAMES, "act", one_of(ACTIVATION_NAMES), self.act)
+        require(self.norm in NORMS, "norm", one_of(NORMS), self.norm)
         require(0.0 <= self.spatial_dropout < 1.0, "spatial_dropout", "in [0, 1)", self.spatial_dropout)
         require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths", "non-empty, all > 0",
                  self.widths)
@@ -56,29 +73,34 @@ class SimpleCNNConfig(ModelConfig):
 
 @dataclass
 class ResNetConfig(ModelConfig):
+    """The ResNet family (`model=resnet18` ... `resnet152`): each option sets its `depth`."""
+
     _target_: str = "trainer.models.resnet.ResNet"
-    depth: int = 18
-    stem: str = "imagenet"
-    width: int = 64
-    zero_init_residual: bool = False
+    depth: int = 18  # 18, 34, 50, 101, 152
+    stem: str = "imagenet"  # imagenet (7x7/2 conv + max-pool) or cifar (3x3/1 conv, no pool; for 32-px images)
+    width: int = 64  # channels of the first stage; each later stage doubles them
+    zero_init_residual: bool = False  # true: each block's last norm starts at 0, so every block is the identity
 
     def __post_init__(self) -> None:
-        require(self.depth in (18, 34, 50, 101, 152), "depth", "one of 18, 34, 50, 101, 152", self.depth)
-        require(self.stem in ("imagenet", "cifar"), "stem", "imagenet or cifar", self.stem)
+        require(self.depth in RESNET_DEPTHS, "depth", one_of(RESNET_DEPTHS), self.depth)
+        require(self.stem in catalog.RESNET_STEMS, "stem", " or ".join(catalog.RESNET_STEMS), self.stem)
         require(self.width > 0, "width", "> 0", self.width)
 
 
 @dataclass
 class VGGConfig(ModelConfig):
+    """The VGG family (`model=vgg11` ... `vgg19`): 3x3 conv stacks and five max-pools, then a 3-layer
+    classifier; each option sets its `depth`."""
+
     _target_: str = "trainer.models.vgg.VGG"
-    depth: int = 16
-    batch_norm: bool = False
+    depth: int = 16  # 11, 13, 16, 19
+    batch_norm: bool = False  # true: BatchNorm after each conv
     dropout: float = 0.5
-    classifier_width: int = 4096
-    pool_size: int = 7
+    classifier_width: int = 4096  # 4096 in the paper; smaller widths make 32-px experiments cheap
+    pool_size: int = 7  # the features are average-pooled to pool_size x pool_size before the classifier
 
     def __post_init__(self) -> None:
-        require(self.depth in (11, 13, 16, 19), "depth", "one of 11, 13, 16, 19", self.depth)
+        require(self.depth in VGG_DEPTHS, "depth", one_of(VGG_DEPTHS), self.depth)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         require(self.classifier_width > 0, "classifier_width", "> 0", self.classifier_width)
         require(self.pool_size > 0, "pool_size", "> 0", self.pool_size)
@@ -86,10 +108,12 @@ class VGGConfig(ModelConfig):
 
 @dataclass
 class GoogLeNetConfig(ModelConfig):
+    """`model=googlenet`: Inception v1."""
+
     _target_: str = "trainer.models.googlenet.GoogLeNet"
-    aux_logits: bool = False
+    aux_logits: bool = False  # true: the two auxiliary classifiers (training only, loss weight 0.3)
     dropout: float = 0.2
-    branch5x5_kernel: int = 5
+    branch5x5_kernel: int = 5  # 5 as in the paper; 3 reproduces torchvision's layout (6,624,904 parameters)
 
     def __post_init__(self) -> None:
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
@@ -98,15 +122,17 @@ class GoogLeNetConfig(ModelConfig):
 
 @dataclass
 class EfficientNetConfig(ModelConfig):
+    """The EfficientNet family (`model=efficientnet_b0` ... `b7`): MBConv + squeeze-excitation, B0 scaled by
+    the published coefficients; each option sets its `variant`."""
+
     _target_: str = "trainer.models.efficientnet.EfficientNet"
-    variant: str = "b0"
-    phi: float | None = None
-    stochastic_depth: float = 0.2
-    dropout: float | None = None
+    variant: str = "b0"  # b0 ... b7
+    phi: float | None = None  # scale B0 by the compound rule instead (depth 1.2^phi, width 1.1^phi, res. 1.15^phi)
+    stochastic_depth: float = 0.2  # drop-path rate of the last block; it grows linearly from 0 over the blocks
+    dropout: float | None = None  # before the classifier; null: the variant's published dropout
 
     def __post_init__(self) -> None:
-        variants = ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7")
-        require(self.variant in variants, "variant", "one of " + ", ".join(variants), self.variant)
+        require(self.variant in EFFICIENTNET_VARIANTS, "variant", one_of(EFFICIENTNET_VARIANTS), self.variant)
         require(self.phi is None or self.phi >= 0, "phi", ">= 0 or null", self.phi)
         require(0.0 <= self.stochastic_depth < 1.0, "stochastic_depth", "in [0, 1)", self.stochastic_depth)
         require(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "in [0, 1) or null", self.dropout)
@@ -114,10 +140,12 @@ class EfficientNetConfig(ModelConfig):
 
 @dataclass
 class TorchvisionConfig(ModelConfig):
+    """`model=torchvision`: any torchvision.models builder by name, adapted to the data's channels and classes."""
+
     _target_: str = "trainer.models.torchvision_model.build"
     image_size: int = SI("${data.image_size}")
-    name: str = "resnet18"
-    weights: str | None = None
+    name: str = "resnet18"  # convnext_tiny | vit_b_16 | mobilenet_v3_small | regnet_y_400mf ...
+    weights: str | None = None  # null: random init; or a weights name (DEFAULT, IMAGENET1K_V1...) in torch's hub cache
 
 
 SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
