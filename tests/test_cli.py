@@ -201,8 +201,7 @@ WRAPPED = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback
 def test_a_trainer_error_ends_the_run_with_one_line(in_sweep: bool, error: str, code: int, line: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from trainer.cli import report_task_errors
-    from trainer.errors import ConfigError, DataError
-    from trainer.training.preemption import Preempted
+    from trainer.errors import ConfigError, DataError, Preempted
 
     err = {"config": ConfigError("trainer.max_epochs must be >= 1\nmore"), "wrapped": DataError(WRAPPED),
            "preempted": Preempted("stopped; resume with ...")}[error]

@@ -35,11 +35,6 @@ def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig
     return _config_from_checkpoint("model", saved, path)
 
 
-def data_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig:
-    """A checkpoint's data config (image size, channels, normalisation), checked like the model's."""
-    return _config_from_checkpoint("data", saved, path)
-
-
 def _config_from_checkpoint(group: str, saved: dict[str, Any], path: str) -> DictConfig:
     by_target = {schema._target_: schema for schema in GROUP_SCHEMAS[group].values()}
     schema = by_target.get(saved.get("_target_"))

@@ -21,6 +21,7 @@ from trainer.environment import full_error_requested, launched_by_torchrun, torc
 from trainer.errors import (
     EXIT_COMPOSE_ERROR,
     EXIT_USER_ERROR,
+    Preempted,
     TrainerError,
     composition_error_line,
     described,
@@ -144,8 +145,6 @@ def report_task_errors(task: Callable[[], T], in_sweep: bool) -> T | FailedJob:
     try:
         return task()
     except Exception as err:
-        from trainer.training.preemption import Preempted  # here, not above: it loads torch, and --help must not
-
         if in_sweep and not full_error_requested() and not isinstance(err, Preempted):
             log.exception("job failed")
             return FailedJob(one_line(err) if isinstance(err, TrainerError) else described(err))

@@ -70,5 +70,11 @@ class DataError(TrainerError):
     """A data set whose files are missing or malformed."""
 
 
+class Preempted(TrainerError):
+    """The run stopped on SIGTERM/SIGINT after saving its state; the message says how to resume it."""
+
+    exit_code = EXIT_PREEMPTED
+
+
 class OutputError(TrainerError):
     """A run file that could not be written (disk full, no permission); its previous version is intact."""

@@ -151,7 +151,7 @@ class Checkpointer(Hook):
             "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
             "rank_partial": partials, "world_size": ctx.world_size,
             "ema": run.ema.state_dict() if run.ema is not None else None,
-            "classes": list(run.datamodule.classes),
+            "classes": list(run.datamodule.classes), "inference": run.datamodule.inference_info(),
         }
 
     def restore(self, checkpoint: dict, path: Path) -> TrainState:

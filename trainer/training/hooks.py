@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from trainer.training.checkpoint import TrainState
     from trainer.training.distributed import Distributed
     from trainer.training.metrics import EpochStats, RunningStats

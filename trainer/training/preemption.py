@@ -1,7 +1,7 @@
 """Graceful preemption: the first SIGTERM/SIGINT asks the run to stop after the current optimizer step.
 
-The checkpoint hook then writes `last.pt`, and `StopOnSignal` ends the run with EXIT_PREEMPTED and the
-command that resumes it; a second signal exits at once, leaving the previous checkpoint intact
+The checkpoint hook then writes `last.pt`, and `StopOnSignal` ends the run with exit code 3 (EXIT_PREEMPTED)
+and the command that resumes it; a second signal exits at once, leaving the previous checkpoint intact
 (checkpoints are replaced atomically).
 """
 
@@ -15,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from trainer.environment import local_world_size
-from trainer.errors import EXIT_PREEMPTED, TrainerError
+from trainer.errors import Preempted
 from trainer.training.hooks import EpochEvent, Hook, StepEvent
 
 if TYPE_CHECKING:
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
     from trainer.training.distributed import Distributed
 
 log = logging.getLogger("trainer")
-
-
-class Preempted(TrainerError):
-    """Raised once the run has saved its state after a stop signal."""
-
-    exit_code = EXIT_PREEMPTED
 
 
 class StopSignals:
