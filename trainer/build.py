@@ -32,10 +32,7 @@ def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig
     Only targets that a model schema declares are accepted, so a crafted checkpoint cannot make
     instantiation call arbitrary code.
     """
-    return _config_from_checkpoint("model", saved, path)
-
-
-def _config_from_checkpoint(group: str, saved: dict[str, Any], path: str) -> DictConfig:
+    group = "model"
     by_target = {schema._target_: schema for schema in GROUP_SCHEMAS[group].values()}
     schema = by_target.get(saved.get("_target_"))
     if schema is None:
