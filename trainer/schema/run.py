@@ -19,29 +19,32 @@ CKPT_MODES = ("eval", "predict", "export")
 
 @dataclass
 class TrainerConfig:
+    """`trainer=default`: how the loop runs: length, device, precision, checkpointing, console."""
+
     max_epochs: int = 6
-    device: str = "auto"
-    precision: str = "32"
-    grad_clip_norm: float | None = None
-    accumulate_grad_batches: int = 1
-    deterministic: bool = False
-    resume: str | None = None
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    precision: str = "32"  # 32 | bf16 | 16 (autocast; fp16 adds a gradient scaler)
+    grad_clip_norm: float | None = None  # clip the global gradient norm to this value
+    accumulate_grad_batches: int = 1  # sum gradients over N batches per optimizer step
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    resume: str | None = None  # PATH to a last.pt, or auto: checkpoints/last.pt of this run dir if present
     log_every_n_steps: int = 20
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
-    overfit_batches: int = 0
+    overfit_batches: int = 0  # > 0: train and validate on the first N training batches
     save_checkpoints: bool = True
-    checkpoint_every_n_steps: int | None = None
-    skip_nonfinite: bool = False
-    check_nonfinite_every_step: bool = True
-    report: bool = True
-    progress: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    compile_mode: str = "default"
-    compile_backend: str = "inductor"
-    num_threads: int | None = None
-    sync_batchnorm: bool = False
+    checkpoint_every_n_steps: int | None = None  # also write last.pt every N optimizer steps (exact mid-epoch resume)
+    skip_nonfinite: bool = False  # true: drop batches with a NaN/inf loss (counted in summary.json) instead of stopping
+    check_nonfinite_every_step: bool = True  # false: no per-step host sync; a NaN stops the run at the next log read
+    report: bool = True  # curves.png, confusion_matrix.png, per_class.csv, TensorBoard figures at the end
+    progress: str = "auto"  # auto (bar on a terminal, plain lines otherwise) | rich | plain | none
+    # Speed (see BENCHMARKS.md): channels_last suits convnets under AMP on CUDA; compile costs start-up time.
+    channels_last: bool = False  # NHWC memory format for the model and its inputs
+    compile: bool = False  # torch.compile the model
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    compile_backend: str = "inductor"  # inductor generates code; aot_eager only traces (a quick check that it compiles)
+    num_threads: int | None = None  # CPU threads for torch (null: torch's default, or a fair share under joblib)
+    sync_batchnorm: bool = False  # torchrun: BatchNorm statistics over all processes (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "max_epochs", ">= 1", self.max_epochs)
@@ -70,13 +73,17 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    """`logger=tensorboard`: event files in <run dir>/<log_dir>; `logger=none` swaps the target for NullLogger."""
+
     _target_: str = "trainer.reporting.loggers.TensorBoardLogger"
     log_dir: str = "tb"
-    graph: bool = False  # also write the model graph (traced once, at the end of training)
+    graph: bool = False  # true: add the model graph (TensorBoard's Graphs tab), traced on one val batch at the end
 
 
 @dataclass
 class PathsConfig:
+    """Where runs and data sets live; relative paths are taken from the directory you launch in."""
+
     output_root: str = "outputs"
     data_dir: str = "data"
 
@@ -85,7 +92,7 @@ class PathsConfig:
 class SummaryConfig:
     """`mode=summary`: how deep into the module tree the layer table goes."""
 
-    depth: int = 2
+    depth: int = 2  # module-tree depth of the layer table
 
     def __post_init__(self) -> None:
         require(self.depth >= 1, "depth", ">= 1", self.depth)
@@ -95,8 +102,8 @@ class SummaryConfig:
 class PredictConfig:
     """`mode=predict`: the image file or folder to classify and how many top classes to list."""
 
-    input: str | None = None
-    topk: int = 5
+    input: str | None = None  # an image file (PNG/JPEG) or a folder of them
+    topk: int = 5  # classes listed per image (capped at the checkpoint's num_classes)
 
     def __post_init__(self) -> None:
         require(self.topk >= 1, "topk", ">= 1", self.topk)
@@ -106,7 +113,7 @@ class PredictConfig:
 class ExportConfig:
     """`mode=export`: the serialised format written beside the run (TorchScript needs no extra package)."""
 
-    format: str = "torchscript"
+    format: str = "torchscript"  # torchscript | onnx (onnx needs: pip install -e '.[onnx]')
 
     def __post_init__(self) -> None:
         require(self.format in EXPORT_FORMATS, "format", "one of " + ", ".join(EXPORT_FORMATS), self.format)
@@ -114,7 +121,11 @@ class ExportConfig:
 
 @dataclass
 class TrainConfig:
-    """The root of the composed config (`configs/train.yaml`)."""
+    """The root of the composed config (`configs/train.yaml`).
+
+    mode: train fits the model; eval scores `ckpt` on the val split; summary prints the model's layer table;
+    predict classifies image files with `ckpt`; export writes `ckpt` as TorchScript or ONNX.
+    """
 
     mode: str = "train"
     seed: int = 42
