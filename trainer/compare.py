@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainer.errors import EXIT_OK, EXIT_USER_ERROR
+from trainer.reporting.console import format_value
 
 SUMMARY_COLUMNS = ("best_val_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s")
 
@@ -65,7 +66,7 @@ def compare_table(run_dirs: list[Path]) -> Table:
     for run_dir, run_overrides in zip(run_dirs, overrides, strict=True):
         summary = read_summary(run_dir)
         table.add_row(str(run_dir), *(run_overrides.get(key, "-") for key in keys),
-                      *(_fmt(summary.get(column)) for column in SUMMARY_COLUMNS))
+                      *(format_value(summary.get(column)) for column in SUMMARY_COLUMNS))
     return table
 
 
@@ -100,14 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     console.print(compare_table(args.run_dirs))
     console.print(f"val accuracy curves: {plot_val_acc(args.run_dirs, args.out)}")
     return EXIT_OK
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 100 else f"{value:,.1f}"
-    return str(value)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainer.errors import EXIT_SWEEP_JOB_FAILED, EXIT_USER_ERROR, described
+from trainer.reporting.run_files import write_csv
 
 SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
                   "error")
@@ -88,12 +88,7 @@ def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, An
 
 
 def write_sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> Path:
-    path = sweep_dir / "sweep_summary.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_csv(sweep_dir / "sweep_summary.csv", rows, SUMMARY_FIELDS)
 
 
 def print_sweep_table(rows: list[dict[str, Any]], path: Path) -> None:
