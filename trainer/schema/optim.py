@@ -21,7 +21,7 @@ class OptimConfig:
     _partial_: bool = True
     lr: float = MISSING
     weight_decay: float = 0.0
-    no_decay_norm_bias: bool = False
+    no_decay_norm_bias: bool = False  # true: biases and norm weights (1-D parameters) get no weight decay
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", "> 0", self.lr)
@@ -33,7 +33,7 @@ class SGDConfig(OptimConfig):
     _target_: str = "torch.optim.SGD"
     lr: float = 0.05
     momentum: float = 0.9
-    nesterov: bool = False
+    nesterov: bool = False  # true: Nesterov momentum
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
@@ -46,7 +46,7 @@ class SGDConfig(OptimConfig):
 class RMSpropConfig(OptimConfig):
     _target_: str = "torch.optim.RMSprop"
     lr: float = 1e-3
-    alpha: float = 0.99
+    alpha: float = 0.99  # smoothing of the squared-gradient average
     eps: float = 1e-8
     momentum: float = 0.0
     centered: bool = False
@@ -78,6 +78,7 @@ class AdamWConfig(AdamConfig):
     """Adam with decoupled weight decay: the decay does not pass through the adaptive scaling."""
 
     _target_: str = "torch.optim.AdamW"
+    lr: float = 3e-3
     weight_decay: float = 0.01
 
 

@@ -44,7 +44,7 @@ class ConstantSchedulerConfig(SchedulerConfig):
 class StepSchedulerConfig(SchedulerConfig):
     """`scheduler=step`: multiply the lr by `gamma` every `step_size` epochs."""
 
-    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)  # epoch only: step_size counts epochs
     _target_: str = "torch.optim.lr_scheduler.StepLR"
     step_size: int = 3
     gamma: float = 0.1
@@ -59,7 +59,7 @@ class StepSchedulerConfig(SchedulerConfig):
 class MultiStepSchedulerConfig(SchedulerConfig):
     """`scheduler=multistep`: multiply the lr by `gamma` at each epoch in `milestones`."""
 
-    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)  # epoch only: milestones count epochs
     _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
     milestones: list[int] = field(default_factory=lambda: [3, 5])
     gamma: float = 0.1
@@ -76,7 +76,7 @@ class MultiStepSchedulerConfig(SchedulerConfig):
 class CosineSchedulerConfig(SchedulerConfig):
     """`scheduler=cosine`: cosine annealing from optim.lr to `eta_min` over `T_max` epochs (the run)."""
 
-    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)  # epoch only: T_max counts epochs
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
     T_max: int = SI("${trainer.max_epochs}")
     eta_min: float = 0.0
@@ -94,13 +94,13 @@ class OneCycleSchedulerConfig(SchedulerConfig):
     `total_steps: null` is the run's length: batches per epoch (after limit_train_batches) x max_epochs.
     """
 
-    intervals: ClassVar[tuple[str, ...]] = ("step",)
+    intervals: ClassVar[tuple[str, ...]] = ("step",)  # step only
     _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
     interval: str = "step"
-    max_lr: float = SI("${optim.lr}")
-    total_steps: int | None = None
+    max_lr: float = SI("${optim.lr}")  # the peak: the optimizer's own lr by default
+    total_steps: int | None = None  # null: batches per epoch (honouring limit_train_batches) x max_epochs
     pct_start: float = 0.3
-    anneal_strategy: str = "cos"
+    anneal_strategy: str = "cos"  # cos | linear
     div_factor: float = 25.0
     final_div_factor: float = 1e4
     cycle_momentum: bool = True
@@ -128,14 +128,14 @@ class WarmupCosineSchedulerConfig(SchedulerConfig):
     `total_steps` and `steps_per_epoch` left null are taken from the run (the loader and trainer.max_epochs).
     """
 
-    intervals: ClassVar[tuple[str, ...]] = ("step",)
+    intervals: ClassVar[tuple[str, ...]] = ("step",)  # step only
     _target_: str = "trainer.training.optim.warmup_cosine"
     interval: str = "step"
     warmup: int = 1
-    warmup_unit: str = "epochs"
+    warmup_unit: str = "epochs"  # steps | epochs (converted with the batches per epoch)
     min_lr_ratio: float = 0.0
-    total_steps: int | None = None
-    steps_per_epoch: int | None = None
+    total_steps: int | None = None  # null: the run's length, batches per epoch x max_epochs
+    steps_per_epoch: int | None = None  # null: the train loader's length (honouring limit_train_batches)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,10 +152,10 @@ class PlateauSchedulerConfig(SchedulerConfig):
     """`scheduler=plateau`: multiply the lr by `factor` when the val loss has not improved for `patience`
     epochs (torch's ReduceLROnPlateau, mode min)."""
 
-    intervals: ClassVar[tuple[str, ...]] = ("epoch",)
+    intervals: ClassVar[tuple[str, ...]] = ("epoch",)  # epoch only: judged on each epoch's val loss
     _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
     factor: float = 0.1
-    patience: int = 2
+    patience: int = 2  # epochs without improvement before the lr drops
     threshold: float = 1e-4
     cooldown: int = 0
     min_lr: float = 0.0
