@@ -33,7 +33,7 @@ class FlipEraseConfig:
 
 @dataclass
 class CropFlipConfig(FlipEraseConfig):
-    padding: int | None = None  # random crop with this padding; null: image_size // 8; 0: no crop
+    padding: int | None = None  # zero padding before the random crop; null: image_size // 8 (4 at 32 px); 0: no crop
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,8 +48,8 @@ class BasicConfig(CropFlipConfig):
 @dataclass
 class StandardConfig(FlipEraseConfig):
     _target_: str = "trainer.data.augment.standard"
-    scale_min: float = 0.08
-    color_jitter: float = 0.4
+    scale_min: float = 0.08  # RandomResizedCrop keeps between scale_min and all of the image's area
+    color_jitter: float = 0.4  # brightness, contrast and saturation; 0 turns it off
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,7 +60,7 @@ class StandardConfig(FlipEraseConfig):
 @dataclass
 class AutoAugmentConfig(CropFlipConfig):
     _target_: str = "trainer.data.augment.autoaugment"
-    policy: str = "imagenet"
+    policy: str = "imagenet"  # imagenet | cifar10 | svhn
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +71,7 @@ class AutoAugmentConfig(CropFlipConfig):
 class RandAugmentConfig(CropFlipConfig):
     _target_: str = "trainer.data.augment.randaugment"
     num_ops: int = 2
-    magnitude: int = 9
+    magnitude: int = 9  # 0 .. num_magnitude_bins - 1
     num_magnitude_bins: int = 31
 
     def __post_init__(self) -> None:
