@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
+from statistics import median
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
@@ -80,10 +80,6 @@ def skipped(name: str, table: Table, reason: str, check_name: str, target: float
 
 
 # ---- timing and medians
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def spread(values: list[float], digits: int = 0) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from bench_measure import (
@@ -24,7 +25,6 @@ from bench_measure import (
     imports,
     largest_packages,
     loader_round,
-    median,
     race,
     race_row,
     run_cli,

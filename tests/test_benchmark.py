@@ -1,6 +1,7 @@
 """scripts/benchmark.py: the cheap parts only (the benchmark itself takes minutes and is run by hand).
 
-Its `--help` must answer without importing torch, and a bad `--only` must fail at once, before any work.
+Its `--help` must answer without importing torch, and a bad `--only` must fail at once, before any work; its checks,
+its two renderings of a result table, its reading of `-X importtime` and its skipped sections are checked here too.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
 
@@ -36,3 +39,58 @@ def test_an_unknown_section_fails_before_any_benchmark() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert "nonsense" in proc.stderr and "importing torch" not in proc.stdout
+
+
+# The script's own modules, imported as the script imports them (it puts scripts/ on sys.path); none imports torch.
+sys.path.insert(0, str(SCRIPT.parent))
+import bench_measure  # noqa: E402
+import bench_sections  # noqa: E402
+import benchmark  # noqa: E402
+
+
+def test_a_check_passes_when_its_value_reaches_the_target() -> None:
+    check = bench_measure.check
+    assert check("ratio", 0.98, 0.97, at_least=True) == ("ratio", "0.98", "≥ 0.97", "PASS")
+    assert check("ratio", 0.969, 0.97, at_least=True).status == "MISS"
+    assert check("wall", 7.9, 8.0, at_least=False, unit=" s") == ("wall", "7.9 s", "≤ 8 s", "PASS")
+    assert check("wall", 10.6, 8.0, at_least=False, unit=" s").status == "MISS"
+    assert check("gpu", None, 0.97, at_least=True, missing="skipped") == ("gpu", "-", "≥ 0.97", "skipped")
+
+
+def test_a_result_table_renders_as_markdown_and_as_a_rich_table() -> None:
+    table = bench_measure.Table("summary", ["check", "result"], [["a | b", "PASS"], ["c", "MISS"]], ["a note"])
+    assert benchmark.markdown(table).splitlines() == [
+        "### summary", "", "| check | result |", "|---|---|", "| a \\| b | PASS |", "| c | MISS |", "", "- a note"]
+    rich = benchmark.rich_table(table, styled=True)
+    assert [column.header for column in rich.columns] == ["check", "result"]
+    assert [row.style for row in rich.rows] == ["green", "red"]
+
+
+def test_a_skipped_section_says_why_in_a_full_row() -> None:
+    table = bench_measure.Table("5. GPU", ["torch.compile", "trainer", "hand", "ratio"])
+    section = bench_measure.skipped("gpu", table, "no CUDA device", "GPU overhead", 0.97)
+    assert section.tables[0].rows == [["-", "skipped: no CUDA device", "-", "-"]]
+    assert [c.status for c in section.checks] == ["skipped"]
+
+
+def test_importtime_output_gives_the_largest_root_packages() -> None:
+    stderr = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:       100 |        300 |   hydra._internal",
+        "import time:       200 |      5000 | hydra",
+        "import time:        50 |      2000 | omegaconf",
+        "import time:        10 |      9000 | trainer",
+        "import time:         5 |         5 | site",
+    ])
+    imported = bench_measure.imports(stderr)
+    assert imported[0] == ("hydra._internal", 300)
+    assert bench_measure.largest_packages(imported, count=2) == [("hydra", 5.0), ("omegaconf", 2.0)]
+
+
+def test_the_gpu_section_is_skipped_with_its_line_without_cuda() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the section would run")
+    section = bench_sections.bench_gpu(bench_sections.QUICK, say=lambda message: None)
+    assert section.tables[0].rows == [["-", "skipped: no CUDA device", "-", "-", "-", "-"]]
+    assert [(c.name, c.status) for c in section.checks] == [("GPU overhead (trainer / hand)", "skipped")]
