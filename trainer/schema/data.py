@@ -13,13 +13,15 @@ from trainer.schema.checks import require
 
 @dataclass
 class DataConfig:
+    """Keys every data set shares; each option's file (configs/data/<option>.yaml) only names its schema below."""
+
     _target_: str = MISSING
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int = 0  # 0 keeps the fast path of tensor-backed sets (whole batches sliced from one tensor)
     num_classes: int = MISSING
     in_channels: int = MISSING
     image_size: int = MISSING
-    in_memory: bool = False  # decode once onto the training device; batch and augment there (see data/in_memory.py)
+    in_memory: bool = False  # true: decode once onto the training device; batch and augment there (augment=none|basic)
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
@@ -34,8 +36,8 @@ class DigitsConfig(DataConfig):
     _target_: str = "trainer.data.digits.DigitsDataModule"
     num_classes: int = 10
     in_channels: int = 1
-    image_size: int = 8
-    val_fraction: float = 0.2
+    image_size: int = 8  # set larger (e.g. 32) to upsample once, for models that need more pixels
+    val_fraction: float = 0.2  # held out with a fixed seeded split
     split_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +48,7 @@ class DigitsConfig(DataConfig):
 @dataclass
 class FakeConfig(DataConfig):
     _target_: str = "trainer.data.fake.FakeDataModule"
+    batch_size: int = 32
     num_classes: int = 10
     in_channels: int = 3
     image_size: int = 32
@@ -65,8 +68,8 @@ class StoredDataConfig(DataConfig):
     known_classes: ClassVar[int] = 10
     allowed_channels: ClassVar[tuple[int, ...]] = (1, 3)
     channels_rule: ClassVar[str] = "1 or 3 (3 repeats the grey channel)"
-    root: str = SI("${paths.data_dir}")
-    download: bool = False
+    root: str = SI("${paths.data_dir}")  # holds the data set's folder (see its option file), e.g. ../shared/data
+    download: bool = False  # true: torchvision may fetch missing files
     batch_size: int = 128
     num_classes: int = 10
 
@@ -80,8 +83,8 @@ class StoredDataConfig(DataConfig):
 @dataclass
 class MNISTConfig(StoredDataConfig):
     _target_: str = "trainer.data.mnist.MNISTDataModule"
-    in_channels: int = 1
-    image_size: int = 28
+    in_channels: int = 1  # 3 repeats the grey channel
+    image_size: int = 28  # other sizes resize once at load time
 
 
 @dataclass
@@ -95,7 +98,7 @@ class CIFAR10Config(StoredDataConfig):
     allowed_channels: ClassVar[tuple[int, ...]] = (3,)
     channels_rule: ClassVar[str] = "3 (CIFAR images are RGB)"
     in_channels: int = 3
-    image_size: int = 32
+    image_size: int = 32  # other sizes resize once at load time
 
 
 @dataclass
@@ -110,16 +113,17 @@ class ImageFolderConfig(DataConfig):
     _target_: str = "trainer.data.imagefolder.ImageFolderDataModule"
     batch_size: int = 64
     num_workers: int = 4
-    in_channels: int = 3
-    image_size: int = 224
-    train_dir: str = MISSING
-    val_dir: str | None = None
+    num_classes: int = MISSING  # the number of class folders
+    in_channels: int = 3  # 1 decodes as grey (then give one mean and one std)
+    image_size: int = 224  # eval: resize to image_size / crop_fraction, centre-crop image_size
+    train_dir: str = MISSING  # <train_dir>/<class>/<image>
+    val_dir: str | None = None  # same class folders as train_dir; null: hold out val_fraction of train_dir
     val_fraction: float = 0.1
     split_seed: int = 0
     crop_fraction: float = 0.875
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet statistics
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    skip_corrupt: bool = False  # true: drop unreadable images (logged) instead of stopping
+    skip_corrupt: bool = False  # true: drop unreadable images (logged) instead of stopping at the first one
 
     def __post_init__(self) -> None:
         super().__post_init__()
