@@ -90,3 +90,12 @@ class RunReport(Hook):
             write_run_report(self.run_dir, state.history, run.model, islice(full_val, run.val_steps * ctx.world_size),
                              list(run.datamodule.classes), run.precision, self.logger, run.cfg,
                              log_graph=self.logger.graph)
+
+
+def reporting_hooks(run: RunSetup, run_dir: Path, console: RunConsole, logger: Any, times: PhaseTimes) -> list[Hook]:
+    """Rank 0's reporting hooks, in order: metrics.csv, the report (with trainer.report and saved checkpoints:
+    it reads best.pt), the logger's scalars, the epoch line. The report logs its figures before LoggerScalars
+    closes the logger at the end."""
+    tcfg = run.cfg.trainer
+    report = [RunReport(run, run_dir, logger, times)] if tcfg.report and tcfg.save_checkpoints else []
+    return [MetricsFile(run_dir), *report, LoggerScalars(logger), EpochLine(console, tcfg.max_epochs)]

@@ -21,7 +21,7 @@ from torch import nn
 from trainer.build import count_parameters
 from trainer.errors import ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
-from trainer.reporting.hooks import EpochLine, LoggerScalars, MetricsFile, RunReport, Throughput
+from trainer.reporting.hooks import Throughput, reporting_hooks
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import Checkpointer, TrainState, check_model_config, load_checkpoint
 from trainer.training.distributed import (
@@ -31,7 +31,7 @@ from trainer.training.distributed import (
     shutdown_distributed,
     weights_digest,
 )
-from trainer.training.hooks import EpochEvent, Hook, Hooks
+from trainer.training.hooks import EpochEvent, Hooks
 from trainer.training.loop import NonFiniteLoss, validate
 from trainer.training.metrics import EpochStats, RunningStats
 from trainer.training.preemption import StopOnSignal, StopSignals
@@ -78,15 +78,13 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
                          run_dir=str(run_dir))
     console.table("trainer", describe_run(run, state, run_dir))
     throughput = Throughput()
-    report = [RunReport(run, run_dir, logger, times)] if tcfg.report and tcfg.save_checkpoints else []
-    # rank 0 alone reports; the report logs its figures before LoggerScalars closes the logger at the end
-    reporting: list[Hook] = [MetricsFile(run_dir), *report, LoggerScalars(logger), EpochLine(console, tcfg.max_epochs)]
+    reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
     times.record("setup", wall_start)
 
     # ---- the epoch loop
     with StopSignals() as stop:
-        hooks = Hooks([throughput, *(reporting if ctx.is_main else []), checkpointer, StopOnSignal(run_dir)],
-                      state, stop, ctx, run.device, run.train_steps)
+        hooks = Hooks([throughput, *reporting, checkpointer, StopOnSignal(run_dir)], state, stop, ctx, run.device,
+                      run.train_steps)
         for epoch in range(state.epoch, tcfg.max_epochs):
             with times.phase("train"):
                 train_stats = ctx.reduce_stats(train_one_epoch(run, state, hooks, console, epoch), run.device)
