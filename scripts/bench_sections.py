@@ -37,6 +37,8 @@ from bench_measure import (
 )
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
     from trainer.training.setup import RunSetup
 
 MNIST_ROOT = REPO.parent / "shared" / "data"
@@ -83,6 +85,15 @@ QUICK = Plan(rounds=2, batches={"simple_cnn": 4, "resnet18": 1}, warmup={"simple
              job_runs=1, startup_runs=2, data_batches=8, data_warmup=2, gpu_batches=5, gpu_warmup=3)
 
 
+def fake_data_config(model: str, image_size: int, num_classes: int, batch_size: int, batches: int, device: str,
+                     *overrides: str) -> DictConfig:
+    """`model` on `batches` batches of 3-channel FakeData, held in memory (the overhead and GPU races)."""
+    return compose(f"model={model}", "data=fake", f"data.image_size={image_size}", "data.in_channels=3",
+                   f"data.num_classes={num_classes}", f"data.batch_size={batch_size}",
+                   f"data.train_size={batches * batch_size}", "data.in_memory=true", f"trainer.device={device}",
+                   "logger=none", *overrides)
+
+
 # ---- 1. overhead: the trainer's hot loop against the hand-written loop (CPU)
 
 
@@ -100,10 +111,7 @@ def bench_overhead(plan: Plan, say: Say) -> Section:
     for name in OVERHEAD_MODELS:
         batches = plan.batches[name]
         say(f"overhead: {name}, {batches} batches a round, {plan.rounds} rounds")
-        cfg = compose(f"model={name}", "data=fake", "data.image_size=32", "data.in_channels=3",
-                      "data.num_classes=10", f"data.batch_size={OVERHEAD_BATCH}",
-                      f"data.train_size={batches * OVERHEAD_BATCH}", "data.in_memory=true", "trainer.device=cpu",
-                      "logger=none")
+        cfg = fake_data_config(name, 32, 10, OVERHEAD_BATCH, batches, "cpu")
         rates, data_path = race(cfg, overhead_sides, warmup=plan.warmup[name], batches=batches, rounds=plan.rounds,
                                 say=say)
         ratio, loop_only_ratio = versus_hand(rates).values()
@@ -287,12 +295,10 @@ def bench_gpu(plan: Plan, say: Say) -> Section:
     for mode in (None, plan.compile_mode):
         label = f"mode={mode}" if mode else "off"
         say(f"gpu: torch.compile {label}")
-        cfg = compose("model=resnet50", "data=fake", "data.image_size=224", "data.in_channels=3",
-                      "data.num_classes=1000", f"data.batch_size={GPU_BATCH}",
-                      f"data.train_size={GPU_STAGED_BATCHES * GPU_BATCH}", "trainer.device=cuda",
-                      "data.in_memory=true", "trainer.precision=bf16", "trainer.channels_last=true",
-                      f"trainer.compile={str(mode is not None).lower()}", f"trainer.compile_mode={mode or 'default'}",
-                      "logger=none")
+        cfg = fake_data_config("resnet50", 224, 1000, GPU_BATCH, GPU_STAGED_BATCHES, "cuda",
+                               "trainer.precision=bf16", "trainer.channels_last=true",
+                               f"trainer.compile={str(mode is not None).lower()}",
+                               f"trainer.compile_mode={mode or 'default'}")
         rates, _ = race(cfg, gpu_sides, warmup=plan.gpu_warmup, batches=plan.gpu_batches, rounds=plan.rounds,
                         say=say)
         ratio = versus_hand(rates)["trainer"]
