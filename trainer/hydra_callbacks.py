@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainer.errors import EXIT_SWEEP_JOB_FAILED, EXIT_USER_ERROR, described
-from trainer.reporting.run_files import write_csv
+from trainer.reporting.run_files import write_csv, write_json
 
 SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
                   "error")
@@ -127,9 +127,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
             return
-        path = Path(config.hydra.runtime.output_dir) / "job.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(job_record(config, job_return), indent=2) + "\n")
+        write_json(Path(config.hydra.runtime.output_dir) / "job.json", job_record(config, job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from rich.table import Table
 from trainer.errors import DataError
 from trainer.modes.inference import image_transform, load_for_inference
 from trainer.reporting.console import RunConsole
-from trainer.training.checkpoint import atomic_write
+from trainer.reporting.run_files import write_csv
 from trainer.training.runtime import Precision, select_device
 
 log = logging.getLogger("trainer")
@@ -56,7 +54,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> Path:
             rows.append(row)
 
     out = run_dir / "predictions.csv"
-    write_rows(out, rows)
+    write_csv(out, rows)
     log.info("wrote %d predictions to %s", len(rows), out)
     if not console.quiet:
         console.console.print(predictions_table(rows[:SHOWN_ROWS], k, len(rows)))
@@ -74,14 +72,6 @@ def image_files(path: Path) -> tuple[list[Path], Path]:
     if not files:
         raise DataError(f"predict.input {path} holds no {', '.join(IMAGE_SUFFIXES)} files")
     return files, path
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
 
 
 def predictions_table(rows: list[dict], k: int, total: int) -> Table:

@@ -1,7 +1,7 @@
 """What a training run builds from its config before its first epoch: device, data, model, optimisation.
 
 trainer/training/train.py builds it, restores a checkpoint into it and runs its epoch loop; scripts/benchmark.py
-builds the very same objects to time the loop against a hand-written one.
+(scripts/bench_measure.py) builds the very same objects to time the loop against a hand-written one.
 """
 
 from __future__ import annotations
