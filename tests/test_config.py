@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import CONFIGS, compose
 from trainer.build import build_data, build_model
 from trainer.errors import ConfigError
-from trainer.schema import validate
+from trainer.schema import GROUP_SCHEMAS, validate
 from trainer.training.optim import create_optimizer, create_scheduler
 
 
@@ -169,3 +173,63 @@ def test_out_of_range_values_name_the_key(override: str, message: str) -> None:
 def test_wrong_types_and_unknown_keys_fail_at_composition(override: str, error: type) -> None:
     with pytest.raises((error, ConfigCompositionException)):
         compose(override)
+
+
+def option_file(group: str, option: str) -> tuple[str, dict]:
+    """(the schema an option file names in its defaults list, the values the file itself sets)."""
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{option}.yaml"), resolve=False)
+    schemas = [name for entry in raw.pop("defaults", []) if isinstance(entry, dict)
+               for key, name in entry.items() if key == f"/schema/{group}@_here_"]
+    assert len(schemas) == 1, f"configs/{group}/{option}.yaml names no schema (or several)"
+    return schemas[0], raw
+
+
+def schema_defaults(group: str, schema: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(GROUP_SCHEMAS[group][schema]), resolve=False)
+
+
+SCHEMA_GROUPS = sorted(GROUP_SCHEMAS)
+
+
+@pytest.mark.parametrize("group", SCHEMA_GROUPS)
+def test_option_files_set_only_what_makes_the_option(group: str) -> None:
+    # The schema dataclass holds every default. An option file may repeat a default only for the key that tells
+    # the options of one schema apart (resnet18's depth 18 beside resnet50's 50).
+    files = {option: option_file(group, option) for option in options(group)}
+    for option, (schema, values) in files.items():
+        defaults = schema_defaults(group, schema)
+        assert set(values) <= set(defaults), f"{group}={option} sets keys its schema lacks"
+        siblings = [other for name, (other_schema, other) in files.items() if other_schema == schema and name != option]
+        for key, value in values.items():
+            if value == defaults[key]:
+                assert any(key in other and other[key] != value for other in siblings), (
+                    f"configs/{group}/{option}.yaml repeats {schema}'s default {key}={value!r}")
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_options_are_their_family_schema_plus_at_most_one_value(option: str) -> None:
+    schema, values = option_file("model", option)
+    family = schema_defaults("model", schema)
+    composed = OmegaConf.to_container(compose(f"model={option}").model, resolve=False)
+    assert list(composed) == list(family)
+    assert len(values) <= 1 and {key for key in family if composed[key] != family[key]} <= set(values)
+
+
+@pytest.fixture
+def wider_resnet_schema():
+    """The ResNet family's schema with another default width, as if someone edited ResNetConfig."""
+    store = ConfigStore.instance()
+    original = GROUP_SCHEMAS["model"]["resnet"]
+    store.store(group="schema/model", name="resnet", node=dataclasses.make_dataclass(
+        "WiderResNetConfig", [("width", int, dataclasses.field(default=96))], bases=(original,)))
+    yield 96
+    store.store(group="schema/model", name="resnet", node=original)
+
+
+def test_a_family_default_changed_in_its_schema_reaches_every_variant(wider_resnet_schema: int) -> None:
+    variants = [option for option in options("model") if option_file("model", option)[0] == "resnet"]
+    assert len(variants) == 5
+    for option in variants:
+        model = compose(f"model={option}").model
+        assert (model.width, model.depth) == (wider_resnet_schema, int(option.removeprefix("resnet")))
+    assert compose("model=resnet50", "model.width=8").model.width == 8
