@@ -1,4 +1,4 @@
-"""Schemas of the `augment` group: builders of the train-time augmentation (see trainer/augment.py)."""
+"""Schemas of the `augment` group: builders of the train-time augmentation (see trainer/data/augment.py)."""
 
 from __future__ import annotations
 
