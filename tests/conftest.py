@@ -1,19 +1,61 @@
-"""Shared helpers: compose configs in-process, and run the real CLI in a subprocess."""
+"""Shared helpers and fixtures: compose configs in-process, run the real CLI in a subprocess, tiny data sets, toys.
+
+`pytest -m "not e2e"` runs the in-process unit tests alone (tests/unit/); everything under tests/e2e/ runs the real
+CLI or a script in a subprocess and is marked `e2e` automatically.
+
+Tests import what they need from here (`from tests.conftest import ...`); the longer helpers live in
+tests/helpers/ and are re-exported below. No test module imports another.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from tests.helpers.data_files import (
+    FOLDERS,
+    MNIST_FILES,
+    STATS,
+    TREE_COLOURS,
+    data_overrides,
+    write_cifar,
+    write_idx,
+    write_image_tree,
+    write_mnist_like,
+)
+from tests.helpers.toy_data import digits_module, image_batches, toy_batches
+from tests.helpers.toy_models import NaNAfter, convnet, mlp
+
+__all__ = [
+    "CONFIGS", "FOLDERS", "MNIST_FILES", "REPO", "SHARED_DATA", "STATS", "TREE_COLOURS", "NaNAfter",
+    "assert_real_png", "build", "compose", "convnet", "data_overrides", "digits_module", "image_batches", "mlp",
+    "read_csv", "read_json", "run_cli", "toy_batches", "write_checkpoint", "write_cifar", "write_idx",
+    "write_image_tree", "write_mnist_like",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 SHARED_DATA = REPO.parent / "shared" / "data"
+E2E = Path(__file__).resolve().parent / "e2e"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)
+
+
+# ---- configs and the CLI
 
 def compose(*overrides: str):
     """The config `python -m trainer <overrides>` would run with (without Hydra's own node)."""
@@ -22,22 +64,90 @@ def compose(*overrides: str):
     return compose_config(overrides)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, report: bool = False
-            ) -> subprocess.CompletedProcess:
+def build(*overrides: str):
+    """The data module of the validated config of `overrides`."""
+    from trainer.build import build_data
+    from trainer.schema import validate
+
+    cfg = compose(*overrides)
+    validate(cfg)
+    return build_data(cfg)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, report: bool = False,
+            full_error: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m trainer ARGS` as a user would, with plain (non-terminal) output.
 
-    The end-of-run figures cost seconds per run; tests that check them pass `report=True`.
+    The end-of-run figures cost seconds per run; tests that check them pass `report=True`. `full_error` sets
+    HYDRA_FULL_ERROR=1 (otherwise it is unset, whatever the calling shell has).
     """
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | ({"HYDRA_FULL_ERROR": "1"}
+                                                                              if full_error else {})
     extra = [] if report else ["trainer.report=false"]
     return subprocess.run([sys.executable, "-m", "trainer", *args, *extra], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
+# ---- the files a run leaves
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_real_png(path: Path) -> None:
+    """A PNG that opens, and is larger than a thumbnail."""
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as image:
+        assert image.width > 200 and image.height > 200, (path, image.size)
+
+
+def write_checkpoint(path: Path, *overrides: str, drop: tuple[str, ...] = (), **replace) -> Path:
+    """A checkpoint as a training run writes it (model, config, epoch, classes, inference), for `overrides`, with
+    an untrained seeded model; `drop` leaves entries out, `replace` swaps them."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from trainer.build import build_data, build_model
+    from trainer.schema import validate
+    from trainer.training.checkpoint import save_checkpoint
+
+    cfg = compose(*overrides)
+    validate(cfg)
+    datamodule = build_data(cfg)
+    torch.manual_seed(0)
+    payload = {"config": OmegaConf.to_container(cfg, resolve=True), "model": build_model(cfg.model).state_dict(),
+               "epoch": 1, "classes": list(datamodule.classes), "inference": datamodule.inference_info()}
+    payload = {key: value for key, value in (payload | replace).items() if key not in drop}
+    save_checkpoint(payload, path)
+    return path
+
+
+# ---- fixtures
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory) -> Path:
+    """An untrained default (digits) checkpoint, written in-process."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "digits.pt")
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(tmp_path_factory):
+    """Five val digits saved as 8x8 grey PNGs (pixels 0..16 -> 0..255), and their normalised val tensors."""
+    folder = tmp_path_factory.mktemp("pngs")
+    module = digits_module()
+    images, _, _, val_idx = module.split()
+    for n, index in enumerate(val_idx[:5].tolist()):
+        pixels = (images[index, 0].numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"digit_{n}.png")
+    module.setup()
+    return folder, module.val_set.tensors[0][:5]

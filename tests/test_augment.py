@@ -12,8 +12,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from tests.conftest import CONFIGS, compose
-from tests.test_data import data_overrides
+from tests.conftest import CONFIGS, compose, data_overrides
 from trainer.build import build_data
 from trainer.data.augment import Augment, CropFlip, autoaugment, basic, randaugment, standard, trivialaugment
 from trainer.data.transforms import train_transform

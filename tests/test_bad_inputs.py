@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, write_image_tree
 
 HYDRA_EXIT, USER_EXIT = 1, 2
 
@@ -73,14 +72,6 @@ def test_missing_cifar_files_name_the_folder(tmp_path: Path) -> None:
     assert_clean_failure(result, USER_EXIT, "cifar-10-batches-py")
 
 
-def _image_tree(root: Path, classes: list[str], per_class: int = 3) -> Path:
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (12, 12), (40 * i, 80, 120)).save(root / name / f"{i}.png")
-    return root
-
-
 def test_empty_imagefolder(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={tmp_path / 'train'}",
@@ -89,8 +80,8 @@ def test_empty_imagefolder(tmp_path: Path) -> None:
 
 
 def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
-    train = _image_tree(tmp_path / "train", ["cat", "dog"])
-    val = _image_tree(tmp_path / "val", ["cat", "emu"])
+    train = write_image_tree(tmp_path / "train", classes=("cat", "dog"))
+    val = write_image_tree(tmp_path / "val", classes=("cat", "emu"))
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
                      f"data.val_dir={val}", "data.num_classes=2")
     assert_clean_failure(result, USER_EXIT, "need the same class folders")
@@ -98,7 +89,7 @@ def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_image_names_the_file(tmp_path: Path, workers: int) -> None:
-    train = _image_tree(tmp_path / "train", ["cat", "dog"])
+    train = write_image_tree(tmp_path / "train", classes=("cat", "dog"))
     bad = train / "dog" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     common = [f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
@@ -108,7 +99,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path, workers: int) -> None:
 
 
 def test_corrupt_images_are_skipped_and_counted_when_asked(tmp_path: Path) -> None:
-    train = _image_tree(tmp_path / "train", ["cat", "dog"])
+    train = write_image_tree(tmp_path / "train", classes=("cat", "dog"))
     (train / "dog" / "broken.png").write_bytes(b"junk")
     result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
                      f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8", "data.batch_size=8",

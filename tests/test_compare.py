@@ -8,12 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_real_png
 from trainer.compare import differing_overrides, main, read_overrides
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def fake_run(run_dir: Path, overrides: list[str], val_acc: list[float], wall_s: float) -> Path:
@@ -53,9 +50,7 @@ def test_compare_lists_both_runs_and_plots_their_curves(two_runs: list[Path], tm
     assert "sgd" in lines["run_sgd"] and "0.9000" in lines["run_sgd"] and "3.2" in lines["run_sgd"]
     assert "adamw" in lines["run_adamw"] and "0.8500" in lines["run_adamw"] and "4.1" in lines["run_adamw"]
     assert "optim" in text and "seed" in text and "trainer.max_epochs" not in text
-    assert out.read_bytes()[:8] == PNG_SIGNATURE
-    with Image.open(out) as image:
-        assert image.width > 200 and image.height > 200
+    assert_real_png(out)
 
 
 def test_module_entrypoint_rejects_a_dir_that_is_not_a_run(tmp_path: Path) -> None:

@@ -1,113 +1,29 @@
-"""Every data option loads real on-disk formats (tiny sets written here, or the shared MNIST subset) through
-its real loader; missing or malformed files fail with one line naming the folder."""
+"""Every data option loads real on-disk formats (tiny sets from tests/helpers/data_files.py, or the shared
+subsets) through its real loader; missing or malformed files fail with one line naming the folder."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import TensorDataset
 
-from tests.conftest import compose
-from trainer.build import build_data
+from tests.conftest import (
+    SHARED_DATA,
+    STATS,
+    TREE_COLOURS,
+    build,
+    data_overrides,  # noqa: F401  (tests/test_config.py imports it from here)
+    write_cifar,
+    write_image_tree,
+    write_mnist_like,
+)
 from trainer.data.files import load_array_pickle, require_files
 from trainer.errors import DataError
-from trainer.schema import validate
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-STATS = {"mnist": ((0.1307,), (0.3081,)), "fashion_mnist": ((0.2860,), (0.3530,)),
-         "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-         "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
-TREE_COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}
-
-
-# ---- writers of tiny sets in the real on-disk formats (also used by tests/test_config.py)
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file as MNIST ships it: magic (0, 0, 0x08 = uint8, ndim), big-endian dims, raw bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist_like(root: Path, option: str, num_train: int = 12, num_test: int = 6) -> dict[str, np.ndarray]:
-    """`<root>/<MNIST|FashionMNIST>/raw/` with random 28x28 images and labels 0..9; returns the arrays."""
-    rng = np.random.default_rng(0)
-    raw = root / FOLDERS[option] / "raw"
-    raw.mkdir(parents=True)
-    arrays = {"train_x": rng.integers(0, 256, (num_train, 28, 28), dtype=np.uint8),
-              "train_y": np.arange(num_train, dtype=np.uint8) % 10,
-              "test_x": rng.integers(0, 256, (num_test, 28, 28), dtype=np.uint8),
-              "test_y": (np.arange(num_test, dtype=np.uint8) + 3) % 10}
-    for name, key in zip(MNIST_FILES, ("train_x", "train_y", "test_x", "test_y"), strict=True):
-        write_idx(raw / name, arrays[key])
-    return arrays
-
-
-def write_cifar(root: Path, option: str, per_batch: int = 4) -> dict[str, np.ndarray]:
-    """CIFAR's "python version": protocol-2 pickled dicts with N x 3072 uint8 rows; returns the arrays."""
-    rng = np.random.default_rng(1)
-    hundred = option == "cifar100"
-    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
-    folder.mkdir(parents=True)
-    label_key, num_classes = ("fine_labels", 100) if hundred else ("labels", 10)
-    train_names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
-    batches = {}
-    for name in [*train_names, "test" if hundred else "test_batch"]:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, num_classes, per_batch)]
-        batch = {"batch_label": name, "data": data, label_key: labels, "filenames": [f"{i}.png" for i in labels]}
-        with (folder / name).open("wb") as handle:
-            pickle.dump(batch, handle, protocol=2)
-        batches[name] = batch
-    meta_name, names_key = ("meta", "fine_label_names") if hundred else ("batches.meta", "label_names")
-    with (folder / meta_name).open("wb") as handle:
-        pickle.dump({names_key: [f"class_{i}" for i in range(num_classes)]}, handle, protocol=2)
-    train = [batches[name] for name in train_names]
-    test = batches["test" if hundred else "test_batch"]
-    return {"train_x": np.concatenate([b["data"] for b in train]),
-            "train_y": np.concatenate([b[label_key] for b in train]),
-            "test_x": test["data"], "test_y": np.asarray(test[label_key])}
-
-
-def write_image_tree(root: Path, per_class: int = 3, classes: tuple[str, ...] = tuple(TREE_COLOURS)) -> Path:
-    """`root/<class>/<i>.png`: one flat colour per class, in sizes that are neither square nor equal."""
-    for name in classes:
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (20 + 4 * i, 14 + 2 * i), TREE_COLOURS.get(name, (90, 90, 90))).save(
-                root / name / f"{i}.png")
-    return root
-
-
-def data_overrides(option: str, root: Path) -> list[str]:
-    """Overrides that point `option` at a tiny real-format set written under `root` (digits, fake: none)."""
-    if option in FOLDERS:
-        write_mnist_like(root, option)
-    elif option in ("cifar10", "cifar100"):
-        write_cifar(root, option)
-    elif option == "imagefolder":
-        write_image_tree(root / "train")
-        return [f"data.train_dir={root / 'train'}", "data.num_classes=3", "data.image_size=16",
-                "data.num_workers=0", "data.batch_size=4"]
-    elif option not in ("digits", "fake"):
-        raise KeyError(f"no tiny set for data={option}: add one to tests/test_data.py")
-    return [f"data.root={root}"] if option not in ("digits", "fake") else []
-
-
-def build(*overrides: str):
-    cfg = compose(*overrides)
-    validate(cfg)
-    return build_data(cfg)
-
 
 # ---- MNIST-like and CIFAR: the official splits, decoded once, normalised with the set's constants
 

@@ -12,14 +12,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from tests.conftest import compose
-from tests.test_data import build, write_cifar, write_image_tree, write_mnist_like
+from tests.conftest import build, compose, digits_module, write_cifar, write_image_tree, write_mnist_like
 from trainer.build import build_data
 from trainer.data import augment as augments
 from trainer.data.augment import Augment, basic
 from trainer.data.base import DataModule
 from trainer.data.batch_augment import BatchAugment
-from trainer.data.digits import DigitsDataModule
 from trainer.data.in_memory import DeviceTrainBatches, Normalizer
 from trainer.data.sampler import EpochSampler
 from trainer.errors import ConfigError
@@ -34,9 +32,8 @@ def augmented() -> Augment:
 
 def digits(in_memory: bool = False, augment: Augment | None = None, batch_size: int = 64,
            overfit_batches: int = 0) -> DataModule:
-    """The digits module as `data=digits` builds it, without composing a config (which costs a third of a second)."""
-    datamodule = DigitsDataModule(batch_size=batch_size, num_workers=0, num_classes=10, in_channels=1, image_size=8,
-                                  in_memory=in_memory)
+    """The digits module as `data=digits` builds it, set up with `augment`."""
+    datamodule = digits_module(batch_size=batch_size, in_memory=in_memory)
     datamodule.setup(augment)
     if overfit_batches:
         datamodule.overfit(overfit_batches)

@@ -6,30 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import read_json, run_cli
+from tests.conftest import convnet, image_batches, read_json, run_cli
 from trainer.training.loop import LoopSettings, NonFiniteLoss, train_epoch, validate
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import Regularization
 from trainer.training.runtime import Precision, compile_model, is_compile_error, memory_format
 
 CPU = torch.device("cpu")
-
-
-def image_batches(batches: int = 6, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Two classes of 8x8 images told apart by their mean brightness: any working convnet fits them."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batches):
-        y = torch.randint(0, 2, (16,), generator=gen)
-        x = torch.randn(16, 3, 8, 8, generator=gen) * 0.5 + (y.float() * 2 - 1).view(-1, 1, 1, 1)
-        out.append((x, y))
-    return out
-
-
-def convnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, 2))
 
 
 def fit(model: nn.Module, precision: str = "32", epochs: int = 3, data: list | None = None,

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import mlp, toy_batches
 from trainer.training.ema import create_ema
 from trainer.training.loop import LoopSettings, train_epoch, validate
 from trainer.training.metrics import RunningStats, topk_correct
@@ -16,20 +17,9 @@ from trainer.training.runtime import Precision
 CPU = torch.device("cpu")
 
 
-def toy_batches(seed: int = 0, batches: int = 8, classes: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Linearly separable blobs: a working loop must fit them."""
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.randn(classes, 6, generator=gen) * 4
-    out = []
-    for _ in range(batches):
-        y = torch.randint(0, classes, (16,), generator=gen)
-        out.append((centers[y] + torch.randn(16, 6, generator=gen), y))
-    return out
-
-
 def setup(precision: str = "32", lr: float = 0.05, interval: str = "epoch"):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3))
+    """The toy MLP with SGD + momentum, a halving StepLR at `interval`, and `precision`'s scaler."""
+    model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     scheduler = Scheduler(torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5), interval)
     prec = Precision(precision, CPU)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import CONFIGS, compose
+from tests.conftest import CONFIGS, compose, convnet
 from trainer.errors import ConfigError
 from trainer.schema import validate
 from trainer.training.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
@@ -17,13 +17,9 @@ from trainer.training.optim import create_optimizer, fast_kernel_kwargs, load_op
 OPTIMS = sorted(path.stem for path in (CONFIGS / "optim").glob("*.yaml"))
 
 
-def convnet() -> nn.Module:
+def every_kind_convnet() -> nn.Module:
     """Every kind of parameter: conv and linear weights, biases, BatchNorm, GroupNorm and a 2-D LayerNorm."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.GroupNorm(2, 4), nn.LayerNorm([8, 8]),
-        nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    return convnet(1, 3, width=4, every_parameter_kind=True)
 
 
 def exempt_params(model: nn.Module) -> set[int]:
@@ -46,7 +42,7 @@ def test_the_options_are_the_documented_ones() -> None:
 def test_defaults(option: str, expected: dict) -> None:
     cfg = compose(f"optim={option}")
     validate(cfg)
-    optimizer = create_optimizer(cfg.optim, convnet())
+    optimizer = create_optimizer(cfg.optim, every_kind_convnet())
     group = optimizer.param_groups[0]
     for key, value in expected.items():
         assert group[key] == pytest.approx(value), key
@@ -55,14 +51,14 @@ def test_defaults(option: str, expected: dict) -> None:
 def test_sgd_nesterov_option_reaches_torch() -> None:
     cfg = compose("optim=sgd", "optim.nesterov=true")
     validate(cfg)
-    assert create_optimizer(cfg.optim, convnet()).param_groups[0]["nesterov"] is True
+    assert create_optimizer(cfg.optim, every_kind_convnet()).param_groups[0]["nesterov"] is True
 
 
 @pytest.mark.parametrize("option", OPTIMS)
 def test_no_decay_norm_bias_puts_biases_and_norms_in_a_zero_decay_group(option: str) -> None:
     cfg = compose(f"optim={option}", "optim.weight_decay=0.05", "optim.no_decay_norm_bias=true")
     validate(cfg)
-    model = convnet()
+    model = every_kind_convnet()
     optimizer = create_optimizer(cfg.optim, model)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
@@ -76,7 +72,7 @@ def test_no_decay_norm_bias_puts_biases_and_norms_in_a_zero_decay_group(option: 
 def test_without_the_flag_every_parameter_decays(option: str) -> None:
     cfg = compose(f"optim={option}", "optim.weight_decay=0.05")
     validate(cfg)
-    model = convnet()
+    model = every_kind_convnet()
     (group,) = create_optimizer(cfg.optim, model).param_groups
     assert group["weight_decay"] == 0.05 and len(group["params"]) == len(list(model.parameters()))
 
@@ -84,7 +80,7 @@ def test_without_the_flag_every_parameter_decays(option: str) -> None:
 def test_exempt_parameters_are_not_decayed_by_a_step() -> None:
     """With zero gradients an AdamW step is pure decoupled decay: only the decay group moves."""
     cfg = compose("optim=adamw", "optim.weight_decay=0.5", "optim.no_decay_norm_bias=true")
-    model = convnet()
+    model = every_kind_convnet()
     optimizer = create_optimizer(cfg.optim, model)
     before = {id(p): p.detach().clone() for p in model.parameters()}
     for p in model.parameters():
@@ -96,7 +92,7 @@ def test_exempt_parameters_are_not_decayed_by_a_step() -> None:
 
 
 def test_frozen_parameters_are_left_out() -> None:
-    model = convnet()
+    model = every_kind_convnet()
     model[0].weight.requires_grad_(False)
     groups = parameter_groups(model, no_decay_norm_bias=True)
     assert all(p is not model[0].weight for group in groups for p in group["params"])
@@ -105,7 +101,7 @@ def test_frozen_parameters_are_left_out() -> None:
 @pytest.mark.parametrize("option", OPTIMS)
 def test_fused_on_cpu_where_torch_has_it(option: str) -> None:
     cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
-    optimizer = create_optimizer(cfg.optim, convnet())
+    optimizer = create_optimizer(cfg.optim, every_kind_convnet())
     assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
 
 
@@ -121,7 +117,7 @@ def test_fused_kernels_only_for_float_parameters_on_cpu_or_cuda() -> None:
 def test_fused_step_matches_the_for_loop_step() -> None:
     """The fused kernel is the same update as torch's reference loop, to float rounding."""
     torch.manual_seed(0)
-    fused_model, loop_model = convnet(), convnet()
+    fused_model, loop_model = every_kind_convnet(), every_kind_convnet()
     loop_model.load_state_dict(fused_model.state_dict())
     fused = torch.optim.AdamW(fused_model.parameters(), lr=0.01, weight_decay=0.1, **fast_kernel_kwargs(
         torch.optim.AdamW, list(fused_model.parameters())))
@@ -141,7 +137,7 @@ def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> Non
     momentum for NHWC weights would update the wrong elements). SGD: its step is linear in the state, so the
     two kernels agree to rounding (Adam's sign-like steps on near-zero gradients would not)."""
     inputs = torch.randn(4, 1, 8, 8)
-    saved_model = convnet()
+    saved_model = every_kind_convnet()
     saved = torch.optim.SGD(saved_model.parameters(), lr=0.1, momentum=0.9, foreach=False)
     for _ in range(2):
         saved.zero_grad()
@@ -150,7 +146,7 @@ def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> Non
 
     def resume(fused: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
         state = copy.deepcopy(saved.state_dict())  # as read from a checkpoint: tensors of its own
-        model = convnet().to(memory_format=torch.channels_last)
+        model = every_kind_convnet().to(memory_format=torch.channels_last)
         model.load_state_dict(saved_model.state_dict())
         params = list(model.parameters())
         if fused:
@@ -173,7 +169,7 @@ def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> Non
 @pytest.mark.parametrize("option", OPTIMS)
 def test_fused_on_cuda_where_torch_has_it(option: str) -> None:
     cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
-    model = convnet().cuda()
+    model = every_kind_convnet().cuda()
     optimizer = create_optimizer(cfg.optim, model)
     assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
     model(torch.randn(2, 1, 8, 8, device="cuda")).sum().backward()
@@ -184,7 +180,7 @@ def test_fused_on_cuda_where_torch_has_it(option: str) -> None:
 def test_every_optimizer_trains(option: str) -> None:
     cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
     validate(cfg)
-    model = convnet()
+    model = every_kind_convnet()
     optimizer = create_optimizer(cfg.optim, model)
     gen = torch.Generator().manual_seed(0)
     inputs, targets = torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 3, (32,), generator=gen)

@@ -15,58 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import compose, read_json, run_cli
-from tests.test_data import FOLDERS, STATS, TREE_COLOURS, build, write_cifar, write_image_tree, write_mnist_like
-from trainer.build import build_data, build_model
-from trainer.data.digits import DigitsDataModule
+from tests.conftest import (
+    FOLDERS,
+    STATS,
+    TREE_COLOURS,
+    build,
+    compose,
+    digits_module,
+    read_json,
+    run_cli,
+    write_checkpoint,
+    write_cifar,
+    write_image_tree,
+    write_mnist_like,
+)
 from trainer.errors import CheckpointError, ConfigError, DataError, TrainerError
 from trainer.modes.evaluate import evaluate
 from trainer.modes.export import export
 from trainer.modes.inference import image_transform, load_for_inference
 from trainer.modes.predict import predict
 from trainer.schema import validate
-from trainer.training.checkpoint import save_checkpoint
 
 FAST = ("trainer.progress=plain",)
-
-
-def digits_module(**settings) -> DigitsDataModule:
-    return DigitsDataModule(**{"batch_size": 64, "num_workers": 0, "num_classes": 10, "in_channels": 1,
-                               "image_size": 8, **settings})
-
-
-def write_checkpoint(path: Path, *overrides: str, drop: tuple[str, ...] = (), **replace) -> Path:
-    """A checkpoint as a training run writes it (model, config, epoch, classes, inference), for `overrides`."""
-    cfg = compose(*overrides)
-    validate(cfg)
-    datamodule = build_data(cfg)
-    torch.manual_seed(0)
-    payload = {"config": OmegaConf.to_container(cfg, resolve=True), "model": build_model(cfg.model).state_dict(),
-               "epoch": 1, "classes": list(datamodule.classes), "inference": datamodule.inference_info()}
-    payload = {key: value for key, value in (payload | replace).items() if key not in drop}
-    save_checkpoint(payload, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def digits_ckpt(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "digits.pt")
-
-
-@pytest.fixture(scope="module")
-def digit_pngs(tmp_path_factory) -> tuple[Path, torch.Tensor]:
-    """Five val digits saved as 8x8 grey PNGs (pixels 0..16 -> 0..255), and their normalised val tensors."""
-    folder = tmp_path_factory.mktemp("pngs")
-    module = digits_module()
-    images, _, _, val_idx = module.split()
-    for n, index in enumerate(val_idx[:5].tolist()):
-        pixels = (images[index, 0].numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(pixels, mode="L").save(folder / f"digit_{n}.png")
-    module.setup()
-    return folder, module.val_set.tensors[0][:5]
 
 
 def test_predict_a_folder_writes_one_row_per_image(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:

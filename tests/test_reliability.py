@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO, read_json, run_cli
+from tests.conftest import REPO, NaNAfter, mlp, read_json, run_cli, toy_batches
 from trainer.training.loop import LoopSettings, NonFiniteLoss, train_epoch
 from trainer.training.optim import Scheduler
 from trainer.training.preemption import StopSignals
@@ -28,36 +28,23 @@ def test_a_stop_signal_sets_a_flag_and_handlers_are_restored() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-class NaNAfter(nn.Module):
-    """Finite logits for the first `good` calls, then NaN."""
-
-    def __init__(self, good: int) -> None:
-        super().__init__()
-        self.linear, self.calls, self.good = nn.Linear(4, 3), 0, good
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        out = self.linear(x)
-        return out if self.calls <= self.good else out * float("nan")
-
-
 def _epoch(model: nn.Module, skip: bool):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = Scheduler(torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch")
     prec = Precision("32", torch.device("cpu"))
-    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(5)]
+    batches = toy_batches(batches=5, features=4, batch_size=8)
     return train_epoch(model, batches, Regularization(), optimizer, scheduler, prec.grad_scaler(),
                        LoopSettings(prec, skip_nonfinite=skip))
 
 
 def test_a_non_finite_loss_stops_at_its_batch() -> None:
     with pytest.raises(NonFiniteLoss) as err:
-        _epoch(NaNAfter(good=2), skip=False)
+        _epoch(NaNAfter(mlp(in_features=4), good=2), skip=False)
     assert err.value.batch == 3
 
 
 def test_skip_nonfinite_drops_and_counts_the_bad_batches() -> None:
-    model = NaNAfter(good=2)
+    model = NaNAfter(mlp(in_features=4), good=2)
     stats = _epoch(model, skip=True)
     assert stats.skipped == 3 and stats.samples == 16
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from tests.conftest import compose
+from tests.conftest import assert_real_png, compose
 from trainer.build import build_data, build_model
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
 from trainer.reporting.console import config_tree, write_config_tree
@@ -18,19 +17,12 @@ from trainer.reporting.report import write_run_report
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.runtime import Precision
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = [{"epoch": e, "step": 10 * e, "lr": 0.003 / e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e,
             "val_loss": 1.1 / e, "val_acc": 0.45 + 0.1 * e} for e in (1, 2, 3)]
 
 
-def assert_real_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
-    with Image.open(path) as image:
-        assert image.width > 200 and image.height > 200, (path, image.size)
-
-
 @pytest.fixture(scope="module")
-def setup():
+def digits_parts():
     """Digits config, data and a model with a saved best.pt whose weights differ from the live model's."""
     torch.manual_seed(0)
     cfg = compose()
@@ -39,8 +31,8 @@ def setup():
     return cfg, datamodule, model
 
 
-def report(tmp_path: Path, setup, logger) -> tuple[dict, torch.nn.Module]:
-    cfg, datamodule, model = setup
+def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]:
+    cfg, datamodule, model = digits_parts
     best = {k: v.clone() for k, v in model.state_dict().items()}
     save_checkpoint({"model": best, "config": {}, "epoch": 3}, tmp_path / "checkpoints" / "best.pt")
     with torch.no_grad():
@@ -53,9 +45,9 @@ def report(tmp_path: Path, setup, logger) -> tuple[dict, torch.nn.Module]:
     return written, model
 
 
-def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, setup) -> None:
-    cfg, datamodule, _ = setup
-    written, _ = report(tmp_path, setup, NullLogger(str(tmp_path)))
+def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits_parts) -> None:
+    cfg, datamodule, _ = digits_parts
+    written, _ = report(tmp_path, digits_parts, NullLogger(str(tmp_path)))
     for name in ("curves.png", "confusion_matrix.png", "val_samples.png"):
         assert_real_png(tmp_path / name)
     assert written["per_class"] == tmp_path / "per_class.csv"
@@ -66,11 +58,11 @@ def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, setup)
     assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("precision", "recall", "f1"))
 
 
-def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, setup) -> None:
+def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_parts) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = TensorBoardLogger(str(tmp_path))
-    report(tmp_path, setup, logger)
+    report(tmp_path, digits_parts, logger)
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
