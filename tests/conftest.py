@@ -31,12 +31,13 @@ from tests.helpers.data_files import (
     write_image_tree,
     write_mnist_like,
 )
+from tests.helpers.schedules import cos_anneal, onecycle
 from tests.helpers.toy_data import digits_module, image_batches, toy_batches
 from tests.helpers.toy_models import NaNAfter, convnet, mlp
 
-__all__ = [
-    "CONFIGS", "FOLDERS", "MNIST_FILES", "REPO", "SHARED_DATA", "STATS", "TREE_COLOURS", "NaNAfter",
-    "assert_real_png", "build", "compose", "convnet", "data_overrides", "digits_module", "image_batches", "mlp",
+__all__ = [  # the helpers tests import from here
+    "CONFIGS", "FOLDERS", "MNIST_FILES", "NaNAfter", "REPO", "SHARED_DATA", "STATS", "TREE_COLOURS", "assert_real_png",
+    "build", "compose", "convnet", "cos_anneal", "data_overrides", "digits_module", "image_batches", "mlp", "onecycle",
     "read_csv", "read_json", "run_cli", "toy_batches", "write_checkpoint", "write_cifar", "write_idx",
     "write_image_tree", "write_mnist_like",
 ]

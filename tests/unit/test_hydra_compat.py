@@ -1,19 +1,16 @@
 """Hydra's private API that trainer/hydra_compat.py relies on is still there, with the same shape.
 
 When one of these fails after upgrading hydra-core, read trainer/hydra_compat.py's docstring: the one-line
-composition errors (README "Exit codes", code 1) depend on it.
+composition errors (README "Exit codes", code 1) depend on it; tests/e2e/test_startup.py checks those errors through
+the real CLI.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
 import sys
 
 import pytest
-
-from tests.conftest import REPO
 
 
 def raises(err: Exception):
@@ -85,31 +82,3 @@ def test_the_guard_is_undone_when_the_block_raises() -> None:
     with pytest.raises(SystemExit), guarded_hydra_steps(lambda step: step):
         raise SystemExit(1)
     assert hydra_utils.run_and_report is hydra_report
-
-
-def cli(*args: str, full_error: bool = False) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    if full_error:
-        env["HYDRA_FULL_ERROR"] = "1"
-    return subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
-@pytest.mark.parametrize(("override", "says"), [
-    ("model=nope", "Could not find 'model/nope' (options: "),  # an unknown option, with the known ones
-    ("trainer.nope=1", "Could not override 'trainer.nope'"),  # an unknown key
-    ("optim.lr=[", "cannot parse override 'optim.lr=['"),  # an override that does not parse
-])
-def test_a_config_that_does_not_compose_is_one_line_through_the_real_cli(override: str, says: str) -> None:
-    result = cli(override)
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_hydra_full_error_shows_the_whole_traceback_instead() -> None:
-    result = cli("model=nope", full_error=True)
-    assert result.returncode == 1
-    assert "Traceback (most recent call last)" in result.stderr and "model/nope" in result.stderr
-    assert not result.stderr.startswith("error:")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import assert_real_png, compose
+from tests.conftest import assert_real_png, compose, read_csv
 from trainer.build import build_data, build_model
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
 from trainer.reporting.console import config_tree, write_config_tree
@@ -51,8 +50,7 @@ def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits
     for name in ("curves.png", "confusion_matrix.png", "val_samples.png"):
         assert_real_png(tmp_path / name)
     assert written["per_class"] == tmp_path / "per_class.csv"
-    with (tmp_path / "per_class.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(tmp_path / "per_class.csv")
     assert [r["class"] for r in rows] == datamodule.classes
     assert sum(int(r["support"]) for r in rows) == len(datamodule.val_set)
     assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("precision", "recall", "f1"))

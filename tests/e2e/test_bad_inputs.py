@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,25 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Pa
 def test_regularizer_the_model_does_not_have(tmp_path: Path) -> None:
     assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "regularization.stochastic_depth=0.2"), USER_EXIT,
                          "has no stochastic_depth setting")
+
+
+def test_divergence_exits_non_zero_naming_epoch_and_step(tmp_path: Path) -> None:
+    result = run_cli(f"hydra.run.dir={tmp_path}", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=1")
+    assert result.returncode == 2
+    assert "non-finite loss at epoch 1, batch" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_a_malicious_checkpoint_given_to_resume_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": {}, "config": {}, "epoch": 0, "x": Payload()}, evil)
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", f"trainer.resume={evil}")
+    assert result.returncode == 2
+    assert "arbitrary unpickling" in result.stderr
+    assert not marker.exists()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import io
-import math
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import CONFIGS, compose, run_cli
+from tests.conftest import CONFIGS, compose, cos_anneal, onecycle
 from trainer.errors import ConfigError
 from trainer.schema import validate
 from trainer.training.optim import Scheduler, WarmupCosine, create_optimizer, create_scheduler
@@ -21,10 +18,6 @@ from trainer.training.optim import Scheduler, WarmupCosine, create_optimizer, cr
 SCHEDULERS = sorted(path.stem for path in (CONFIGS / "scheduler").glob("*.yaml"))
 EPOCHS, STEPS = 6, 5  # a short run: 6 epochs of 5 batches
 LR = 0.1
-
-
-def cos_anneal(start: float, end: float, pct: float) -> float:
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * pct))
 
 
 def build(scheduler: str, *overrides: str, epochs: int = EPOCHS, steps: int = STEPS):
@@ -47,15 +40,6 @@ def lr_curve(optimizer: torch.optim.Optimizer, schedule: Scheduler, epochs: int 
             schedule.step_batch()
         schedule.step_epoch(val_losses[epoch] if val_losses else 1.0)
     return lrs
-
-
-def onecycle(t: int, total: int, max_lr: float, pct_start: float = 0.3, div: float = 25.0,
-             final_div: float = 1e4) -> float:
-    """Smith's one-cycle with cosine phases: initial -> max_lr by step pct_start*total - 1, then -> min."""
-    initial, peak_step = max_lr / div, pct_start * total - 1
-    if t <= peak_step:
-        return cos_anneal(initial, max_lr, t / peak_step)
-    return cos_anneal(max_lr, initial / final_div, (t - peak_step) / (total - 1 - peak_step))
 
 
 def warmup_then_cosine(t: int, warmup: int, total: int, floor: float = 0.0) -> float:
@@ -236,17 +220,3 @@ def test_a_resumed_schedule_continues_where_it_stopped(scheduler: str) -> None:
     schedule.load_state_dict(checkpoint["scheduler"])
     rest = lr_curve(optimizer, schedule, val_losses=losses, start_epoch=2)
     assert first + rest == pytest.approx(full)
-
-
-def test_onecycle_length_follows_limit_train_batches_in_a_real_run(tmp_path: Path) -> None:
-    """steps_per_epoch comes from the (limited) train loader: the lr logged after epoch 1 (3 batches) is the
-    closed form at step 3 of 6."""
-    run_dir = tmp_path / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "scheduler=onecycle", "trainer.max_epochs=2",
-                     "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "logger=none",
-                     "trainer.progress=plain", "trainer.save_checkpoints=false")
-    assert result.returncode == 0, result.stderr
-    with (run_dir / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    max_lr = compose().optim.lr
-    assert float(rows[0]["lr"]) == pytest.approx(onecycle(3, 6, max_lr))

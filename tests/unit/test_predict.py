@@ -1,12 +1,11 @@
 """`mode=predict`, `mode=export` and `mode=eval` from a checkpoint's saved preprocessing (its "inference" entry).
 
-Most tests use a digits checkpoint written here in-process (an untrained model, the payload a training run
-writes); one trains through the CLI to check that training stores the entry predict reads.
+In-process, from a digits checkpoint written by tests/conftest.py (an untrained model, the payload a training run
+writes); tests/e2e/test_predict.py runs predict through the CLI, and from a checkpoint a real run saved.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import io
 import logging
@@ -24,8 +23,8 @@ from tests.conftest import (
     build,
     compose,
     digits_module,
+    read_csv,
     read_json,
-    run_cli,
     write_checkpoint,
     write_cifar,
     write_image_tree,
@@ -38,46 +37,13 @@ from trainer.modes.inference import image_transform, load_for_inference
 from trainer.modes.predict import predict
 from trainer.schema import validate
 
-FAST = ("trainer.progress=plain",)
-
-
-def test_predict_a_folder_writes_one_row_per_image(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
-    folder, _ = digit_pngs
-    result = run_cli("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder}", "predict.topk=3",
-                     f"hydra.run.dir={tmp_path / 'predict'}", *FAST)
-    assert result.returncode == 0, result.stderr
-    with (tmp_path / "predict" / "predictions.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [r["file"] for r in rows] == [f"digit_{n}.png" for n in range(5)]
-    assert list(rows[0]) == ["file", "top1_class", "top1_prob", "top2_class", "top2_prob", "top3_class", "top3_prob"]
-    for row in rows:
-        probs = [float(row[f"top{k}_prob"]) for k in (1, 2, 3)]
-        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-    assert "predictions (first 5 of 5)" in result.stdout
-
-
-def test_a_trained_checkpoint_holds_the_preprocessing_predict_uses(digit_pngs, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *FAST)
-    assert result.returncode == 0, result.stderr
-    best = run_dir / "checkpoints" / "best.pt"
-    module = digits_module()
-    module.setup()
-    assert torch.load(best, weights_only=True)["inference"] == module.inference_info()
-    folder, _ = digit_pngs
-    cfg = compose("mode=predict", f"ckpt={best}", f"predict.input={folder}", "trainer.progress=none")
-    validate(cfg)
-    with predict(cfg, tmp_path).open() as handle:
-        assert len(list(csv.DictReader(handle))) == 5
-
 
 def test_topk_is_capped_at_the_number_of_classes(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
     folder, _ = digit_pngs
     cfg = compose("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder / 'digit_0.png'}",
                   "predict.topk=50", "trainer.progress=none")
     validate(cfg)
-    with (predict(cfg, tmp_path)).open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(predict(cfg, tmp_path))
     assert len(rows) == 1 and "top10_class" in rows[0] and "top11_class" not in rows[0]
     assert sum(float(rows[0][f"top{k}_prob"]) for k in range(1, 11)) == pytest.approx(1.0, abs=1e-4)
     assert sorted(rows[0][f"top{k}_class"] for k in range(1, 11)) == [str(d) for d in range(10)]

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import read_json, run_cli
-from trainer.hydra_callbacks import FailedJob, print_sweep_table, sweep_rows, write_sweep_summary
+from tests.conftest import read_csv, read_json, run_cli
 
 QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.progress=none")
 
 
 def summary_rows(sweep: Path) -> list[dict]:
-    with (sweep / "sweep_summary.csv").open() as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(sweep / "sweep_summary.csv")
 
 
 def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) -> None:
@@ -40,39 +35,6 @@ def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) ->
         assert f"lr: {lr}" in (sweep / row["job"] / ".hydra" / "config.yaml").read_text()
         assert read_json(sweep / row["job"] / "summary.json")["best_val_acc"] == float(row["best_val_acc"])
     assert "best_val_acc" in result.stdout and "failed" in result.stdout  # the printed table
-
-
-def test_sweep_rows_rank_by_accuracy_and_list_failures_last(tmp_path: Path) -> None:
-    records = [{"job": 0, "status": "completed", "best_val_acc": 0.5, "overrides": "a=1", "error": ""},
-               {"job": 1, "status": "failed", "overrides": "a=2", "error": "boom"},
-               {"job": 2, "status": "completed", "best_val_acc": 0.9, "overrides": "a=3", "error": ""}]
-    for record in records:
-        (tmp_path / str(record["job"])).mkdir()
-        (tmp_path / str(record["job"]) / "job.json").write_text(json.dumps(record))
-    rows = sweep_rows(tmp_path)
-    assert [(row["rank"], row["job"]) for row in rows] == [(1, 2), (2, 0), ("", 1)]
-    path = write_sweep_summary(tmp_path, rows)
-    assert path.read_text().splitlines()[0].startswith("rank,job,status,best_val_acc")
-    os.utime(tmp_path / "0" / "job.json", (0, 0))  # left by an earlier sweep in the same dir
-    assert [row["job"] for row in sweep_rows(tmp_path, since=time.time() - 60)] == [2, 1]
-
-
-def test_the_table_survives_markup_like_errors_and_a_broken_record(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # one line per row
-    for job, text in (("0", json.dumps({"job": 0, "status": "failed", "overrides": "optim=[sgd]",
-                                        "error": "bad value [/oops]"})), ("1", "{truncated")):
-        (tmp_path / job).mkdir()
-        (tmp_path / job / "job.json").write_text(text)
-    rows = sweep_rows(tmp_path)
-    assert [(row["job"], row["status"]) for row in rows] == [(0, "failed"), (1, "failed")]
-    print_sweep_table(rows, write_sweep_summary(tmp_path, rows))
-    shown = capsys.readouterr().out
-    assert "[/oops]" in shown and "unreadable job.json" in shown
-
-
-def test_a_failed_job_is_not_an_objective() -> None:
-    with pytest.raises(TypeError):
-        float(FailedJob("diverged"))  # Optuna's sweeper records such a trial as failed
 
 
 def test_optuna_search_writes_its_results(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""In-process unit tests (no subprocess, no real CLI run): `pytest -m "not e2e"` runs these alone."""
