@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import read_csv, read_json, run_cli
+from tests.conftest import CONFIGS, read_csv, read_json, run_cli
 
 QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.progress=none")
 
@@ -42,8 +43,13 @@ def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
     result = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *QUICK)
     assert result.returncode == 0, result.stderr
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(results["best_params"]) == {"optim.lr", "optim.weight_decay", "regularization.label_smoothing",
-                                           "data.batch_size"}
+    option = yaml.safe_load((CONFIGS / "hparams_search" / "optuna.yaml").read_text())
+    search_space = option["hydra"]["sweeper"]["params"]  # e.g. optim.lr: tag(log, interval(0.0001, 0.03))
+    assert set(results["best_params"]) == set(search_space)  # every searched key, and only those
+    for key, spec in search_space.items():  # each best value inside its interval, or one of its choices
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", spec.rsplit("(", 1)[-1])]
+        value = results["best_params"][key]
+        assert value in numbers if spec.startswith("choice(") else numbers[0] <= value <= numbers[1], (key, value)
     rows = summary_rows(sweep)
     assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
     assert results["best_value"] == pytest.approx(max(float(row["best_val_acc"]) for row in rows))

@@ -10,12 +10,6 @@ import torch
 from tests.conftest import REPO
 
 
-def test_the_model_graph_is_off_by_default() -> None:
-    from tests.conftest import compose
-
-    assert compose().logger.graph is False
-
-
 def test_only_composition_errors_before_the_task_are_shortened(capsys: pytest.CaptureFixture[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A config that does not compose gets one line and exit code 1; a failure inside a run, or any other kind

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import CONFIGS, compose, convnet
+from tests.conftest import CONFIGS, REPO, compose, convnet
 from trainer.errors import ConfigError
 from trainer.schema import validate
 from trainer.training.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
@@ -29,8 +29,16 @@ def exempt_params(model: nn.Module) -> set[int]:
             if name == "bias" or isinstance(module, norms)}
 
 
-def test_the_options_are_the_documented_ones() -> None:
-    assert OPTIMS == ["adam", "adamw", "rmsprop", "sgd"]
+def test_the_readme_documents_every_option_and_the_default_that_builds() -> None:
+    """README's config-group table lists exactly the option files, and the one it marks (default) is the optimizer
+    a run without `optim=` builds."""
+    row = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `optim` |"))
+    options_cell = row.split(" | ")[1]
+    assert sorted(re.findall(r"`(\w+)`", options_cell)) == OPTIMS
+    (default,) = re.findall(r"`(\w+)` \(default\)", options_cell)
+    cfg = compose()
+    validate(cfg)
+    assert type(create_optimizer(cfg.optim, every_kind_convnet())).__name__.lower() == default
 
 
 @pytest.mark.parametrize(("option", "expected"), [

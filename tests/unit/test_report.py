@@ -31,6 +31,7 @@ def digits_parts():
 
 
 def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]:
+    """The run report of the digits parts, as the run's RunReport hook writes it (a graph if the logger wants one)."""
     cfg, datamodule, model = digits_parts
     best = {k: v.clone() for k, v in model.state_dict().items()}
     save_checkpoint({"model": best, "config": {}, "epoch": 3}, tmp_path / "checkpoints" / "best.pt")
@@ -38,7 +39,7 @@ def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]
         for p in model.parameters():
             p.zero_()
     written = write_run_report(tmp_path, HISTORY, model, datamodule.val_loader(), datamodule.classes,
-                               Precision("32", torch.device("cpu")), logger, cfg)
+                               Precision("32", torch.device("cpu")), logger, cfg, log_graph=logger.graph)
     for key, value in best.items():
         assert torch.equal(model.state_dict()[key], value), f"best.pt was not loaded ({key})"
     return written, model
@@ -57,9 +58,13 @@ def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits
 
 
 def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_parts) -> None:
+    """The default logger config: TensorBoard figures and hparams, but no model graph (tracing it costs time;
+    tests/e2e/test_train.py's run sets logger.graph=true and finds the graph)."""
+    from hydra.utils import instantiate
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = TensorBoardLogger(str(tmp_path))
+    logger = instantiate(digits_parts[0].logger, run_dir=str(tmp_path))
+    assert isinstance(logger, TensorBoardLogger)
     report(tmp_path, digits_parts, logger)
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
@@ -69,6 +74,7 @@ def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_p
     assert "_hparams_/session_start_info" in hparams
     assert b"optim.lr" in hparams["_hparams_/session_start_info"]
     assert {"hparam/best_val_acc", "hparam/final_val_acc"} <= set(events.Tags()["scalars"])
+    assert not events.Tags()["graph"]
 
 
 def test_per_class_metrics_from_a_known_confusion_matrix() -> None:
