@@ -1,10 +1,9 @@
-"""Shared helpers and fixtures: compose configs in-process, run the real CLI in a subprocess, tiny data sets, toys.
+"""`pytest -m "not e2e"` runs the fast unit tests alone: everything under tests/e2e/ is marked `e2e` automatically.
 
-`pytest -m "not e2e"` runs the in-process unit tests alone (tests/unit/); everything under tests/e2e/ runs the real
-CLI or a script in a subprocess and is marked `e2e` automatically.
-
-Tests import what they need from here (`from tests.conftest import ...`); the longer helpers live in
-tests/helpers/ and are re-exported below. No test module imports another.
+Shared helpers and fixtures: compose configs in-process, run the real CLI in a subprocess, tiny data sets, toys.
+tests/unit/ holds the in-process tests; tests/e2e/ runs the real CLI or a script in a subprocess. Tests import what
+they need from here (`from tests.conftest import ...`); the longer helpers live in tests/helpers/ and are re-exported
+below. No test module imports another.
 """
 
 from __future__ import annotations
