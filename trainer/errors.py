@@ -1,6 +1,6 @@
 """Errors the CLI reports as one line on stderr, and every process exit code the trainer and its scripts use.
 
-README.md's "Exit codes" table lists the CLI's; tests/test_cli.py checks the two agree.
+README.md's "Exit codes" table lists the CLI's; tests/unit/test_cli.py checks the two agree.
 """
 
 EXIT_OK = 0

@@ -4,7 +4,7 @@ Why: Hydra has no public hook for how `@hydra.main` reports an error. The traine
 compose (unknown option or key, wrong type, bad override syntax) to end with one `error:` line, not Hydra's
 multi-line report; a Callback cannot do it, since callbacks start only once the config has composed.
 
-What it relies on (hydra-core 1.3; tests/test_hydra_compat.py fails when any of it changes):
+What it relies on (hydra-core 1.3; tests/unit/test_hydra_compat.py fails when any of it changes):
 
 - `hydra._internal.utils.run_and_report(func)` exists and takes one argument, a callable of no arguments; it
   returns `func()`'s result, and when `func()` raises it prints Hydra's report (the whole traceback under

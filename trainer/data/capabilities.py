@@ -1,7 +1,7 @@
 """What the data modules implement, as plain names: read by the config schemas, which must not import torch.
 
 `IN_MEMORY_OPTIONS` are the `data=` options whose module implements `DataModule.tensor_splits()`, i.e. supports
-`data.in_memory=true`; tests/test_device_data.py checks this list against the modules themselves.
+`data.in_memory=true`; tests/unit/test_device_data.py checks this list against the modules themselves.
 """
 
 IN_MEMORY_OPTIONS: tuple[str, ...] = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "benchmark.py"
 
 # Runs the script's --help in a fresh interpreter, then reports whether torch got imported.
 HELP_THEN_REPORT = f"""

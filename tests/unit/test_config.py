@@ -31,7 +31,7 @@ def test_every_group_has_options() -> None:
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options_build_datasets(option: str, tmp_path) -> None:
-    from tests.test_data import data_overrides  # writes a tiny real-format set for file-based options
+    from tests.conftest import data_overrides  # writes a tiny real-format set for file-based options
 
     cfg = compose(f"data={option}", *data_overrides(option, tmp_path))
     validate(cfg)
