@@ -233,3 +233,46 @@ def test_a_family_default_changed_in_its_schema_reaches_every_variant(wider_resn
         model = compose(f"model={option}").model
         assert (model.width, model.depth) == (wider_resnet_schema, int(option.removeprefix("resnet")))
     assert compose("model=resnet50", "model.width=8").model.width == 8
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+foo=1", "unknown key foo: TrainConfig has no such field"),
+    ("+trainr=1", "unknown key trainr: TrainConfig has no such field, and a + override cannot add one; "
+                  "did you mean trainer?"),
+    ("+trainer.max_epoch=2", "unknown key trainer.max_epoch: TrainerConfig has no such field, and a + override "
+                             "cannot add one; did you mean trainer.max_epochs?"),
+    ("+optim.lrr=0.1", "did you mean optim.lr?"),
+    ("+data.limit=3", "unknown key data.limit: DigitsConfig has no such field"),
+])
+def test_keys_no_schema_declares_are_refused(override: str, message: str) -> None:
+    from trainer.errors import EXIT_COMPOSE_ERROR, UnknownKeyError
+
+    with pytest.raises(UnknownKeyError) as err:
+        validate(compose(override))
+    assert message in str(err.value)
+    assert err.value.exit_code == EXIT_COMPOSE_ERROR
+
+
+def test_every_option_declares_each_of_its_keys() -> None:
+    from trainer.schema import unknown_keys
+
+    groups = [d.name for d in CONFIGS.iterdir() if d.is_dir() and d.name not in ("hydra", "local")]
+    for group in groups:
+        for option in options(group):
+            cfg = compose(f"{'+' if group == 'experiment' else ''}{group}={option}")
+            assert unknown_keys(cfg) == [], (group, option)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.max_epoch=2", "Key 'max_epoch' not in 'TrainerConfig'; did you mean trainer.max_epochs?"),
+    ("trainer.progres=none", "did you mean trainer.progress?"),
+    ("trainr.max_epochs=2", "Key 'trainr' not in 'TrainConfig'; did you mean trainer?"),
+])
+def test_an_unknown_key_suggests_the_schema_field_not_a_plus(override: str, message: str) -> None:
+    from trainer.errors import composition_error_line
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(override)
+    line = composition_error_line(err.value)
+    assert message in line
+    assert "+" not in line and "append" not in line

@@ -8,11 +8,13 @@ composed config into objects: before any data is loaded or torch is imported.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, UnknownKeyError, did_you_mean
 from trainer.schema import augment, data, model, optim, regularization, run, scheduler
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -35,8 +37,34 @@ def register_configs() -> None:
             store.store(group=f"schema/{group}", name=name, node=node)
 
 
+def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, type]]:
+    """Keys of `node` and of its nested schema nodes that their dataclass does not declare, each with that
+    dataclass (`+key=value` adds such keys past Hydra's own check)."""
+    schema = OmegaConf.get_type(node)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return []
+    fields = [f.name for f in dataclasses.fields(schema)]
+    found = [(f"{prefix}{key}", schema) for key in node if key not in fields]
+    for key, value in node.items_ex(resolve=False):  # unresolved: an interpolation may point at a missing value
+        if key in fields and isinstance(value, DictConfig) and not OmegaConf.is_missing(node, key):
+            found += unknown_keys(value, f"{prefix}{key}.")
+    return found
+
+
+def refuse_unknown_keys(cfg: DictConfig) -> None:
+    """An UnknownKeyError (exit 1, like Hydra's own) for the first key no schema declares, with a did-you-mean."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        full_key, schema = unknown[0]
+        parent, _, key = full_key.rpartition(".")
+        hint = did_you_mean(key, (f.name for f in dataclasses.fields(schema)), f"{parent}." if parent else "")
+        raise UnknownKeyError(f"unknown key {full_key}: {schema.__name__} has no such field, and a + override "
+                              f"cannot add one{hint}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value's range; raise ConfigError with a one-line message naming the key."""
+    refuse_unknown_keys(cfg)
     missing = [str(key) for key in cfg if OmegaConf.is_missing(cfg, key)]
     if missing:
         raise ConfigError(f"invalid config: no {' or '.join(missing)} chosen; pick one with {missing[0]}=OPTION "
