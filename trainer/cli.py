@@ -29,6 +29,7 @@ from trainer.errors import (
 )
 from trainer.hydra_callbacks import FailedJob
 from trainer.hydra_compat import Step, guarded_hydra_steps
+from trainer.run_dirs import release_claims
 from trainer.schema import register_configs, validate
 
 log = logging.getLogger("trainer")
@@ -240,5 +241,13 @@ def main() -> None:
         sys.exit(EXIT_USER_ERROR)
     sys.argv = quiet_secondary_ranks(sys.argv)
     _main_call = MainCall()
-    with guarded_hydra_steps(_main_call.composition_errors_in_one_line):
-        _hydra_task()
+    failed = True
+    try:
+        with guarded_hydra_steps(_main_call.composition_errors_in_one_line):
+            _hydra_task()
+        failed = False
+    except SystemExit as stop:
+        failed = stop.code not in (None, 0)
+        raise
+    finally:  # unlock the run dir; a failed call leaves no run dir it created that holds nothing yet
+        release_claims(failed)

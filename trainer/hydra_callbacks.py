@@ -1,19 +1,21 @@
-"""Hydra callbacks: a writable run dir before Hydra writes into it, and a summary table at the end of a sweep."""
+"""Hydra callbacks: claim a new or free run dir before Hydra writes into it, and a summary table after a sweep."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from trainer.errors import EXIT_SWEEP_JOB_FAILED, EXIT_USER_ERROR, described
+from trainer import run_dirs
+from trainer.environment import launched_by_torchrun, torchrun_rank
+from trainer.errors import EXIT_SWEEP_JOB_FAILED, TrainerError, described
 from trainer.reporting.run_files import write_csv, write_json
 
 SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
@@ -27,26 +29,70 @@ class FailedJob:
     error: str
 
 
-def _require_writable(folder: str) -> None:
-    """Create `folder` and write a probe file in it; otherwise one line on stderr and exit code 2."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        print(f"error: cannot write the run dir {folder}: {err.strerror or err}; "
-              "choose another with hydra.run.dir=... (or paths.output_root=...)", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+def _stop(err: TrainerError) -> NoReturn:
+    """One `error:` line on stderr and the error's exit code (a callback's exceptions would be mere warnings)."""
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)
 
 
-class RequireWritableOutput(Callback):
-    """Fail with a clear line, not Hydra's traceback, when the run or sweep dir cannot be written."""
+def _user_set(config: DictConfig, key: str) -> bool:
+    """Whether `hydra.<key>` comes from the user (an override, or a value without `${now:...}`), not the default."""
+    overrides = OmegaConf.to_container(config.hydra.overrides.hydra)
+    if any(re.match(rf"^[+~]*hydra\.{re.escape(key)}=", str(o)) for o in overrides):
+        return True
+    group, name = key.split(".")
+    raw = OmegaConf.to_container(config.hydra[group], resolve=False)[name]
+    return "${now:" not in str(raw)
+
+
+def _quoted(value: str) -> str:
+    """`value` as the right-hand side of a Hydra override."""
+    if re.fullmatch(r"[\w./+:-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class ClaimRunDir(Callback):
+    """Before Hydra writes anything: refuse a dir that holds a run or is in use, then create and lock the dir.
+
+    A default (timestamped) dir is always a new one (`-1`, `-2`... when the name is taken); a refused run exits with
+    code 2 after one line and leaves the dir as it was. Under torchrun only rank 0 owns (and locks) the run dir.
+    """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _require_writable(config.hydra.run.dir)
+        if launched_by_torchrun() and torchrun_rank() != 0:
+            return
+        explicit = _user_set(config, "run.dir")
+        run_dir = Path(str(config.hydra.run.dir))
+        try:
+            if explicit:
+                who = run_dirs.holder(run_dir)
+                if who is not None:
+                    raise run_dirs.RunDirInUse(run_dirs.in_use_line(run_dir, who))
+                run_dirs.refuse_to_overwrite(run_dir, str(config.mode), config.trainer.resume)
+            claimed = run_dirs.claim(run_dir, fresh=not explicit)
+        except TrainerError as err:
+            _stop(err)
+        if claimed != run_dir:
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.run.dir = str(claimed)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _require_writable(config.hydra.sweep.dir)
+        explicit = _user_set(config, "sweep.dir")
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            if explicit:
+                who = run_dirs.holder(sweep_dir)
+                if who is not None:
+                    raise run_dirs.RunDirInUse(run_dirs.in_use_line(sweep_dir, who, "sweep"))
+                run_dirs.refuse_sweep_dir(sweep_dir, config.trainer.resume)
+            claimed = run_dirs.claim(sweep_dir, fresh=not explicit, kind="sweep")
+        except TrainerError as err:
+            _stop(err)
+        if claimed != sweep_dir:  # every job's config is composed again from these overrides
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.sweep.dir = str(claimed)
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(str(claimed))}")
 
 
 def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from trainer.errors import ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
 from trainer.reporting.run_files import write_json
-from trainer.training.checkpoint import Checkpointer, TrainState, check_model_config, load_checkpoint
+from trainer.training.checkpoint import Checkpointer, TrainState, check_resume_config, load_checkpoint
 from trainer.training.distributed import (
     Distributed,
     init_distributed,
@@ -41,7 +41,6 @@ from trainer.training.timing import PhaseTimes
 
 log = logging.getLogger("trainer")
 
-RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "summary.json")
 PHASES = ("setup", "train", "validate", "checkpoint", "report")  # summary.json phase_s, with `other`
 
 
@@ -65,8 +64,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     apply_regularization_to_model(cfg)
     if checkpoint is not None:
-        check_model_config(checkpoint["config"]["model"], OmegaConf.to_container(cfg.model, resolve=True),
-                           resume_path)
+        check_resume_config(checkpoint, OmegaConf.to_container(cfg, resolve=True), resume_path, ctx.world_size)
 
     # ---- set-up: seeds, device, data, model, optimisation; then the checkpoint's state, when resuming
     run = build_run(cfg, ctx, rank_device)
@@ -144,10 +142,9 @@ def validate_epoch(run: RunSetup) -> tuple[EpochStats, EpochStats | None]:
 
 def check_run(cfg: DictConfig, run_dir: Path, resume_path: Path | None, ctx: Distributed,
               rank_device: torch.device | None) -> None:
-    """Refuse, before anything is built, what this run cannot do: write over another run, or torchrun options
-    that the devices do not support."""
+    """Refuse, before anything is built, torchrun options that the devices do not support (a run dir that holds
+    another run was refused before Hydra wrote into it: trainer/run_dirs.py)."""
     tcfg = cfg.trainer
-    refuse_to_overwrite(run_dir, tcfg.resume, resume_path)
     if ctx.enabled and tcfg.skip_nonfinite:
         raise ConfigError("trainer.skip_nonfinite=true is not supported under torchrun (every rank must take "
                           "the same steps); leave it false")
@@ -163,23 +160,6 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         candidate = run_dir / "checkpoints" / "last.pt"
         return candidate if candidate.is_file() else None
     return Path(resume)
-
-
-def refuse_to_overwrite(run_dir: Path, resume: str | None, resume_path: Path | None) -> None:
-    """A run dir that already holds another run's results is never written over.
-
-    `trainer.resume=auto` declares the run dir as this run's own: it continues from its last.pt, or
-    starts it afresh when an earlier attempt was killed before its first checkpoint.
-    """
-    if resume == "auto":
-        return
-    own_last = run_dir / "checkpoints" / "last.pt"
-    if resume_path is not None and resume_path.resolve() == own_last.resolve():
-        return
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing:
-        raise ConfigError(f"run dir {run_dir} already holds a run ({', '.join(existing)}); "
-                          "continue it with trainer.resume=auto or choose another hydra.run.dir")
 
 
 def apply_regularization_to_model(cfg: DictConfig) -> None:
