@@ -55,6 +55,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> float:
               "device": str(device)}
     write_json(run_dir / "eval.json", result)
     console.table("evaluation", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in result.items()})
+    console.info(f"wrote {run_dir / 'eval.json'}")
     return stats.acc
 
 

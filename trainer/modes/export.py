@@ -49,6 +49,7 @@ def export(cfg: DictConfig, run_dir: Path) -> Path:
     write_json(run_dir / "export.json", result)
     console.table("export", {**result, "max_abs_diff": "n/a (onnxruntime not installed)" if diff is None
                              else f"{diff:.3g}"})
+    console.info(f"wrote {path} and {run_dir / 'export.json'}")
     return path
 
 

@@ -135,4 +135,5 @@ def summarize(cfg: DictConfig, run_dir: Path) -> int:
     write_json(run_dir / "model_summary.json", {
         "model": type(model).__name__, "input_shape": list(input_shape), "total_params": total,
         "trainable_params": trainable, "macs": macs, "receptive_field": rf, "activation_mib": activation_mib})
+    console.info(f"wrote {run_dir / 'model_summary.json'}")
     return total
