@@ -28,6 +28,9 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1  # sum gradients over N batches per optimizer step
     deterministic: bool = False  # torch.use_deterministic_algorithms
     resume: str | None = None  # PATH to a last.pt, or auto: checkpoints/last.pt of this run dir if present
+    # true: a resume from an epoch-boundary checkpoint with a raised max_epochs runs a fresh schedule over the
+    # added epochs (from optim.lr, as if the run began there); false: such a resume is refused (README, Reliability)
+    extend_schedule: bool = False
     log_every_n_steps: int = 20
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None

@@ -142,14 +142,24 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, *, warmup: int, warmup_unit:
 
 
 def create_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, *, steps_per_epoch: int,
-                     max_epochs: int) -> Scheduler:
+                     max_epochs: int, start_epoch: int = 0) -> Scheduler:
     """The scheduler of `cfg._target_` over `optimizer`, for a run of `max_epochs` x `steps_per_epoch` batches.
 
     Keys that measure the run (`total_steps`, `steps_per_epoch`) and are left null in the config are filled in
     here: the loader length is only known once the data is built.
+
+    `start_epoch` > 0 (a resume with `trainer.extend_schedule=true`): a fresh schedule over the epochs
+    start_epoch + 1 .. max_epochs alone, from the optimizer's initial lr (`optim.lr`) as if the run began there;
+    a cosine `T_max` that follows `trainer.max_epochs` becomes the number of those epochs.
     """
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     interval = kwargs.pop("interval")
+    if start_epoch:
+        for group in optimizer.param_groups:  # a restored optimizer holds the old schedule's last lr
+            group["lr"] = group.get("initial_lr", group["lr"])
+        if kwargs.get("T_max") == max_epochs:
+            kwargs["T_max"] = max_epochs - start_epoch
+        max_epochs -= start_epoch
     run_length = {"total_steps": steps_per_epoch * max_epochs, "steps_per_epoch": steps_per_epoch}
     for key, value in run_length.items():
         if key in kwargs and kwargs[key] is None:
