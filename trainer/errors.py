@@ -106,4 +106,4 @@ class UnknownKeyError(ConfigError):
 
 
 class OutputError(TrainerError):
-    """A run file that could not be written (disk full, no permission); its previous version is intact."""
+    """A run file that could not be written (disk full, no permission); a previous version of it is kept."""

@@ -20,6 +20,7 @@ from trainer.errors import ConfigError
 from trainer.reporting.console import RunConsole
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import load_checkpoint
+from trainer.training.checkpoint_checks import load_model_weights
 from trainer.training.loop import validate
 from trainer.training.runtime import Precision, select_device
 
@@ -40,7 +41,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> float:
     device = select_device(cfg.trainer.device)
     precision = Precision(cfg.trainer.precision, device)
     model = build_model(model_cfg).to(device)
-    model.load_state_dict(checkpoint["model"])
+    load_model_weights(model, checkpoint["model"], cfg.ckpt)
     datamodule = build_data(cfg, with_augment=False)
     differ = preprocessing_differences(checkpoint.get("inference"), datamodule.inference_info())
     if differ:

@@ -19,6 +19,7 @@ from torch import nn
 from trainer.build import build_model, model_config_from_checkpoint
 from trainer.errors import CheckpointError
 from trainer.training.checkpoint import load_checkpoint
+from trainer.training.checkpoint_checks import load_model_weights
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,7 +49,7 @@ def load_for_inference(path: str | Path, device: torch.device) -> LoadedCheckpoi
                               f"{info['in_channels']} channels) does not fit its model ({model_cfg.num_classes} "
                               f"classes, {model_cfg.in_channels} channels)")
     model = build_model(model_cfg).to(device)
-    model.load_state_dict(checkpoint["model"])
+    load_model_weights(model, checkpoint["model"], path)
     model.eval()
     return LoadedCheckpoint(model, info, list(info["classes"]), int(checkpoint["epoch"]))
 

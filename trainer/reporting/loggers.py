@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import OutputError
+from trainer.reporting.run_files import write_failure
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -17,12 +20,26 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.graph = graph
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / log_dir))
+        self.folder = Path(run_dir) / log_dir
+        try:  # creates the folder and opens the event file: a full disk or an unwritable folder fails here
+            self.writer = SummaryWriter(log_dir=str(self.folder))
+        except OSError as err:
+            raise self.failed(err) from None
+
+    def failed(self, err: OSError) -> OutputError:
+        return OutputError(f"cannot write TensorBoard's event files in {self.folder}: {write_failure(err)} "
+                           "(logger=none runs without them)")
+
+    def flush(self) -> None:
+        try:
+            self.writer.flush()
+        except OSError as err:
+            raise self.failed(err) from None
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
-        self.writer.flush()
+        self.flush()
 
     def log_images(self, tag: str, images: torch.Tensor, step: int = 0) -> None:
         """N x C x H x W floats in [0, 1] as a grid, or one C x H x W image (floats in [0, 1] or uint8)."""
@@ -31,7 +48,7 @@ class TensorBoardLogger:
 
             images = make_grid(images, nrow=min(8, len(images)))
         self.writer.add_image(tag, images, step)
-        self.writer.flush()
+        self.flush()
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters (scalars, strings, bools) beside the final metrics, in TensorBoard's HParams tab.
@@ -39,11 +56,11 @@ class TensorBoardLogger:
         Written into this run's own event files (run_name="."), not a timestamped sub-folder.
         """
         self.writer.add_hparams(hparams, metrics, run_name=".")
-        self.writer.flush()
+        self.flush()
 
     def log_graph(self, model: nn.Module, sample: torch.Tensor) -> None:
         self.writer.add_graph(model, sample)
-        self.writer.flush()
+        self.flush()
 
     def close(self) -> None:
         self.writer.close()

@@ -18,16 +18,30 @@ from typing import IO, Any
 from trainer.errors import OutputError
 
 
+def write_failure(err: BaseException) -> str:
+    """Why a write failed: the OSError behind it (torch.save turns a failed write of its zip stream into
+    "[enforce fail at inline_container.cc] unexpected pos", with the OSError as its context), or its first line."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.strerror or os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
 
-    A kill at any instant leaves either the old file or the complete new one, never a truncated one.
+    A kill at any instant leaves either the old file or the complete new one, never a truncated one. A failed
+    write (a full disk: "No space left on device") is an OutputError that says whether a previous version is kept.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise OutputError(f"could not write {path}: {err.strerror or err}") from None
+        raise OutputError(f"could not write {path}: {write_failure(err)}") from None
+    existed = path.is_file()
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run files private to their writer
         with os.fdopen(fd, "wb") as handle:
@@ -37,10 +51,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        # torch.save reports a failed write of its zip stream as a RuntimeError
-        if isinstance(err, (OSError, RuntimeError)):
-            reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
-            raise OutputError(f"could not write {path}: {reason}; its previous version is intact") from None
+        if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            kept = "; its previous version is intact" if existed else f"; {path.name} was not written"
+            raise OutputError(f"could not write {path}: {write_failure(err)}{kept}") from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
-import zipfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,8 +14,9 @@ import torch
 from omegaconf import OmegaConf
 
 from trainer import __version__
-from trainer.errors import CheckpointError, TrainerError
+from trainer.errors import CheckpointError, TrainerError, described
 from trainer.reporting.run_files import atomic_write
+from trainer.training.checkpoint_checks import check_entries, refuse_directory, refuse_non_checkpoint, unpickling_reason
 from trainer.training.hooks import EpochEvent, Hook, StepEvent
 from trainer.training.loop import NonFiniteLoss
 from trainer.training.optim import create_scheduler, load_optimizer_state
@@ -26,32 +27,36 @@ if TYPE_CHECKING:
     from trainer.training.setup import RunSetup
     from trainer.training.timing import PhaseTimes
 
-REQUIRED_KEYS = ("model", "config", "epoch")
-
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load with `weights_only=True`; every way this can fail becomes a one-line CheckpointError."""
+    """Load with `weights_only=True`; every way this can fail becomes a one-line CheckpointError.
+
+    torch's warnings while loading (a pickle protocol it guesses, a TorchScript dispatch) are not the user's
+    business and are silenced: the error line says what is wrong with the file.
+    """
     path = Path(path)
+    refuse_directory(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    refuse_non_checkpoint(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe pickle"
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        if "GLOBAL" in str(err) or "Unsupported global" in str(err):
             raise CheckpointError(
                 f"refusing to load {path}: it needs arbitrary unpickling, which could run code "
                 "(only weights-only checkpoints are accepted)") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt: {reason}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt: {unpickling_reason(err)}") from None
+    except Exception as err:  # torch reports a damaged file as almost any error (KeyError, IndexError, ...)
+        reason = described(err).split(" (Could this error message be improved?")[0]  # torch's plea, not the cause
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {reason}") from None
-    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
-        raise CheckpointError(f"{path} is not a trainer checkpoint (expected keys {', '.join(REQUIRED_KEYS)})")
+    check_entries(payload, path)
     return payload
 
 

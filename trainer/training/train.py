@@ -24,6 +24,7 @@ from trainer.reporting.console import RunConsole, format_value, option_name, wri
 from trainer.reporting.hooks import Throughput, reporting_hooks
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import Checkpointer, TrainState, check_resume_config, load_checkpoint
+from trainer.training.checkpoint_checks import refuse_directory
 from trainer.training.distributed import (
     Distributed,
     init_distributed,
@@ -153,12 +154,14 @@ def check_run(cfg: DictConfig, run_dir: Path, resume_path: Path | None, ctx: Dis
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """`auto` means this run dir's last.pt when it exists; a path must exist."""
+    """`auto` means this run dir's last.pt when it exists; a path must exist, and be a file (a run dir is refused,
+    naming its checkpoints/last.pt when it has one)."""
     if resume is None:
         return None
     if resume == "auto":
         candidate = run_dir / "checkpoints" / "last.pt"
         return candidate if candidate.is_file() else None
+    refuse_directory(Path(resume))
     return Path(resume)
 
 
