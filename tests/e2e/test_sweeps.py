@@ -1,4 +1,5 @@
-"""Sweeps through Hydra's multirun: the sweep summary, a failing job, Optuna, and the joblib/submitit launchers."""
+"""Sweeps through Hydra's multirun: the sweep summary, a failing job, Optuna, the joblib/submitit launchers, and a
+refused re-run into an old sweep dir."""
 
 from __future__ import annotations
 
@@ -85,3 +86,17 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert [row["status"] for row in summary_rows(sweep)] == ["completed"]
     assert (sweep / "0" / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_sweep_rerun_into_its_old_sweep_dir_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    first = run_cli("-m", "seed=1", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
+    assert first.returncode == 0, first.stderr
+    before = {str(p.relative_to(sweep)): p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
+    assert {"0/job.json", "sweep_summary.csv", "0/.hydra/overrides.yaml"} <= before.keys()
+    again = run_cli("-m", "seed=1,2", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
+    assert again.returncode == 2
+    assert [line for line in again.stderr.splitlines() if line.strip()] == [
+        line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert "already holds a sweep" in again.stderr and "hydra.sweep.dir" in again.stderr
+    assert {str(p.relative_to(sweep)): p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == before
