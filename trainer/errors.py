@@ -32,9 +32,12 @@ def unknown_key_hint(err: BaseException | None) -> str:
     schema, key = getattr(err, "object_type", None), getattr(err, "key", None)
     if not (isinstance(key, str) and isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         return ""
+    names = [f.name for f in dataclasses.fields(schema)]
+    if key in names:  # a known key with a bad value: nothing to suggest
+        return ""
     full_key = str(getattr(err, "full_key", None) or key)
     parent = full_key[: -len(key)] if full_key.endswith(key) else ""
-    return did_you_mean(key, (f.name for f in dataclasses.fields(schema)), parent)
+    return did_you_mean(key, names, parent)
 
 
 def composition_error_line(err: BaseException) -> str:

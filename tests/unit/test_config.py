@@ -276,3 +276,11 @@ def test_an_unknown_key_suggests_the_schema_field_not_a_plus(override: str, mess
     line = composition_error_line(err.value)
     assert message in line
     assert "+" not in line and "append" not in line
+
+
+def test_a_value_of_the_wrong_type_suggests_no_other_key() -> None:
+    from trainer.errors import composition_error_line
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose("trainer.max_epochs=1.5")
+    assert "did you mean" not in composition_error_line(err.value)

@@ -95,6 +95,9 @@ class ImageFolderDataModule(DataModule):
         train = scan_folder("train_dir", self.train_dir, mode)
         if self.skip_corrupt:
             self.skipped_corrupt += drop_corrupt(train)
+        if len(train.classes) < 2:
+            raise DataError(f"data.train_dir {self.train_dir} has one class folder ({train.classes[0]}), but a "
+                            "classifier needs at least 2 classes: add a sub-folder of images for each other class")
         if len(train.classes) != self.num_classes:
             raise DataError(f"data.train_dir {self.train_dir} has {len(train.classes)} class folders but "
                             f"data.num_classes={self.num_classes}: set data.num_classes={len(train.classes)}")
