@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainer.data.base import DataModule
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, TrainerError
 from trainer.schema import GROUP_SCHEMAS
 
 
@@ -23,7 +24,23 @@ def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
 
 
 def build_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
-    return instantiate(model_cfg, _convert_="all")
+    """The model; a TrainerError its builder raises (an unknown torchvision name, uncached weights) comes out
+    as itself, not wrapped in Hydra's InstantiationException, so the CLI reports it as one line."""
+    try:
+        return instantiate(model_cfg, _convert_="all")
+    except InstantiationException as err:
+        cause = unwrapped(err)
+        if isinstance(cause, TrainerError):
+            raise cause from None
+        raise
+
+
+def unwrapped(err: BaseException) -> BaseException:
+    """The first error in `err`'s chain that is not Hydra's InstantiationException (or `err` itself)."""
+    seen: BaseException | None = err
+    while isinstance(seen, InstantiationException):
+        seen = seen.__cause__
+    return seen if seen is not None else err
 
 
 def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig:

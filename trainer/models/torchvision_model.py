@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -19,8 +20,10 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
     import torchvision.models as tvm
 
     if name not in tvm.list_models():
-        raise ConfigError(f"model.name={name!r} is not a torchvision model; e.g. "
-                          + ", ".join(sorted(tvm.list_models(module=tvm))[:8]) + ", ...")
+        classifiers = sorted(tvm.list_models(module=tvm))  # the classification models, not detection or video
+        close = difflib.get_close_matches(name, classifiers, n=3, cutoff=0.4)
+        hint = f"did you mean {' or '.join(close)}?" if close else "e.g. " + ", ".join(classifiers[:8]) + ", ..."
+        raise ConfigError(f"model.name={name!r} is not a torchvision model; {hint}")
     size_kwargs = {"image_size": image_size} if name.startswith("vit_") else {}
     if weights is None:
         model = tvm.get_model(name, weights=None, num_classes=num_classes, **size_kwargs)
