@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torchvision
+from omegaconf import OmegaConf
 
 from tests.conftest import compose
 from trainer.build import build_model, count_parameters
@@ -195,3 +196,114 @@ def test_options_with_schema_defaults_build_the_reference_models(option: str, ov
     validate(cfg)
     expected = count_parameters(on_meta(lambda: torchvision.models.get_model(reference, **kwargs)))
     assert count_parameters(on_meta(lambda: build_model(cfg.model))) == expected
+
+
+# ---- the smallest input each model can use (catalog.*_min_size), checked at validation
+
+@pytest.mark.parametrize("resize", sorted({*catalog.RESNET_STEM_RESIZES["imagenet"], catalog.RESNET_DOWNSAMPLE,
+                                           catalog.POOL_2X2, *catalog.GOOGLENET_RESIZES, catalog.EFFICIENTNET_STEM,
+                                           (5, 2, 2, False)}))
+def test_output_size_is_torchs(resize: catalog.Resize) -> None:
+    kernel, stride, padding, ceil_mode = resize
+    layer = (torch.nn.MaxPool2d(kernel, stride, padding, ceil_mode=True) if ceil_mode
+             else torch.nn.Conv2d(1, 1, kernel, stride, padding))
+    for size in range(1, 40):
+        try:
+            expected = layer(torch.zeros(1, 1, size, size)).shape[-1]
+        except RuntimeError:  # "Output size is too small"
+            expected = 0
+        assert catalog.output_size(size, resize) == expected, (resize, size)
+
+
+def conv_input_sizes(model: torch.nn.Module, size: int) -> dict[str, int] | None:
+    """Each conv's input size in one eval-mode forward pass at `size` px (None: the pass fails)."""
+    sizes: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            sizes[name] = args[0].shape[-1]
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name))
+             for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.randn(2, 3, size, size))
+    except RuntimeError:
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+def convs_before_last_stage(model: torch.nn.Module) -> set[str]:
+    """The convs not at the model's lowest resolution (seen at 64 px; 1-px inputs, after a global pool, aside)."""
+    reference = conv_input_sizes(model, 64)
+    assert reference
+    lowest = min(size for size in reference.values() if size > 1)
+    return {name for name, size in reference.items() if size > lowest}
+
+
+@pytest.fixture
+def one_thread():
+    """Forward passes this small are faster on one thread, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# One member per structure, built small: (option, overrides).
+MIN_SIZE_CASES = [
+    ("simple_cnn", ["model.widths=[4,4,4,4]"]),
+    ("simple_cnn", ["model.widths=[4,4,4,4,4,4]"]),
+    ("resnet18", ["model.width=4"]),
+    ("resnet50", ["model.width=4", "model.stem=cifar"]),
+    ("vgg11", ["model.classifier_width=8", "model.pool_size=1"]),
+    ("googlenet", []),
+    ("efficientnet_b0", []),
+]
+
+
+@pytest.mark.parametrize(("option", "overrides"), MIN_SIZE_CASES, ids=[" ".join([o, *r]) for o, r in MIN_SIZE_CASES])
+@pytest.mark.usefixtures("one_thread")
+def test_each_minimum_image_size_is_the_boundary(option: str, overrides: list[str]) -> None:
+    # At the minimum the model runs and every conv before its last stage sees >= 2 px; one pixel less
+    # collapses a map to 1 px before the last stage (or fails), and validation refuses it.
+    def config(size: int):
+        return compose(f"model={option}", "data=fake", "data.num_classes=3", f"data.image_size={size}", *overrides)
+
+    cfg = config(64)
+    minimum = OmegaConf.to_object(cfg.model).min_image_size()
+    model = build_model(cfg.model)
+    before_last = convs_before_last_stage(model)
+    at_minimum = conv_input_sizes(model, minimum)
+    assert at_minimum is not None and min(at_minimum[name] for name in before_last) >= 2
+    below = conv_input_sizes(model, minimum - 1)
+    assert below is None or min(below[name] for name in before_last) == 1
+    validate(config(minimum))
+    with pytest.raises(ConfigError, match=rf"needs data.image_size >= {minimum} \(got {minimum - 1}\)"):
+        validate(config(minimum - 1))
+
+
+def test_minimum_sizes_follow_the_structure() -> None:
+    assert catalog.resnet_min_size("imagenet") == 17 and catalog.resnet_min_size("cifar") == 5
+    assert [catalog.simple_cnn_min_size(n) for n in range(1, 6)] == [1, 2, 3, 5, 9]
+    assert {catalog.vgg_min_size(depth) for depth in catalog.VGG_LAYERS} == {9}
+    assert (catalog.googlenet_min_size(), catalog.efficientnet_min_size()) == (31, 17)
+    validate(compose())  # the default run: simple_cnn (4 blocks, minimum 5 px) on 8-px digits
+    validate(compose("model=mlp", "data.image_size=1", "model.hidden_sizes=[4]"))  # the MLP takes any size
+
+
+def test_the_check_skips_modes_that_build_the_checkpoints_model() -> None:
+    validate(compose("mode=eval", "ckpt=some.pt", "model=googlenet"))
+    with pytest.raises(ConfigError, match=r"^invalid config: googlenet needs data.image_size >= 31 \(got 8\)"):
+        validate(compose("model=googlenet"))
+
+
+def test_build_model_raises_the_builders_own_error_unwrapped() -> None:
+    cfg = {"_target_": "trainer.models.torchvision_model.build", "name": "resnet_18", "in_channels": 1,
+           "num_classes": 3}
+    with pytest.raises(ConfigError, match="did you mean resnet18"):
+        build_model(cfg)

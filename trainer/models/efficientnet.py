@@ -14,19 +14,9 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from trainer.models.catalog import EFFICIENTNET_B0_STAGES as B0_STAGES  # (expand, kernel, stride, in, out, repeats)
 from trainer.models.catalog import EFFICIENTNET_VARIANTS as VARIANTS
 from trainer.models.layers import ConvNormAct
-
-# (expand ratio, kernel, stride, in channels, out channels, repeats) for B0's seven stages.
-B0_STAGES = [
-    (1, 3, 1, 32, 16, 1),
-    (6, 3, 2, 16, 24, 2),
-    (6, 5, 2, 24, 40, 2),
-    (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3),
-    (6, 5, 2, 112, 192, 4),
-    (6, 3, 1, 192, 320, 1),
-]
 
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution bases of the compound rule
 

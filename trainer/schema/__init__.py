@@ -84,3 +84,4 @@ def validate(cfg: DictConfig) -> None:
             first_line = str(err).splitlines()[0]
             full_key = getattr(err, "full_key", None)
             raise ConfigError(f"invalid config at {full_key or key}: {first_line}") from None
+    model.check_input_size(cfg)  # the model against data.image_size, once both groups are valid

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from omegaconf import MISSING, SI
+from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
+from trainer.errors import ConfigError
 from trainer.models import catalog
 from trainer.schema.checks import require
+from trainer.schema.run import CKPT_MODES
 
 # The names the models implement, from their torch-free catalog (validation never imports torch).
 ACTIVATION_NAMES = tuple(catalog.ACTIVATIONS)
@@ -33,6 +36,14 @@ class ModelConfig:
     _target_: str = MISSING
     in_channels: int = SI("${data.in_channels}")
     num_classes: int = SI("${data.num_classes}")
+
+    def min_image_size(self) -> int:
+        """The smallest data.image_size this model can use (its stages: trainer/models/catalog.py)."""
+        return 1
+
+    def label(self) -> str:
+        """The model as the error line names it."""
+        return self._target_.rsplit(".", 1)[-1]
 
 
 @dataclass
@@ -70,6 +81,12 @@ class SimpleCNNConfig(ModelConfig):
                  self.widths)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
+    def min_image_size(self) -> int:
+        return catalog.simple_cnn_min_size(len(self.widths))
+
+    def label(self) -> str:
+        return f"simple_cnn with {len(self.widths)} blocks"
+
 
 @dataclass
 class ResNetConfig(ModelConfig):
@@ -85,6 +102,12 @@ class ResNetConfig(ModelConfig):
         require(self.depth in RESNET_DEPTHS, "depth", one_of(RESNET_DEPTHS), self.depth)
         require(self.stem in catalog.RESNET_STEMS, "stem", " or ".join(catalog.RESNET_STEMS), self.stem)
         require(self.width > 0, "width", "> 0", self.width)
+
+    def min_image_size(self) -> int:
+        return catalog.resnet_min_size(self.stem)
+
+    def label(self) -> str:
+        return f"resnet{self.depth} with model.stem={self.stem}"
 
 
 @dataclass
@@ -105,6 +128,12 @@ class VGGConfig(ModelConfig):
         require(self.classifier_width > 0, "classifier_width", "> 0", self.classifier_width)
         require(self.pool_size > 0, "pool_size", "> 0", self.pool_size)
 
+    def min_image_size(self) -> int:
+        return catalog.vgg_min_size(self.depth)
+
+    def label(self) -> str:
+        return f"vgg{self.depth}"
+
 
 @dataclass
 class GoogLeNetConfig(ModelConfig):
@@ -118,6 +147,12 @@ class GoogLeNetConfig(ModelConfig):
     def __post_init__(self) -> None:
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         require(self.branch5x5_kernel in (3, 5), "branch5x5_kernel", "3 or 5", self.branch5x5_kernel)
+
+    def min_image_size(self) -> int:
+        return catalog.googlenet_min_size()
+
+    def label(self) -> str:
+        return "googlenet"
 
 
 @dataclass
@@ -137,6 +172,12 @@ class EfficientNetConfig(ModelConfig):
         require(0.0 <= self.stochastic_depth < 1.0, "stochastic_depth", "in [0, 1)", self.stochastic_depth)
         require(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "in [0, 1) or null", self.dropout)
 
+    def min_image_size(self) -> int:
+        return catalog.efficientnet_min_size()  # phi and the variants scale width and depth, not the strides
+
+    def label(self) -> str:
+        return f"efficientnet_{self.variant}" if self.phi is None else f"efficientnet_b0 with model.phi={self.phi}"
+
 
 @dataclass
 class TorchvisionConfig(ModelConfig):
@@ -147,6 +188,28 @@ class TorchvisionConfig(ModelConfig):
     name: str = "resnet18"  # convnext_tiny | vit_b_16 | mobilenet_v3_small | regnet_y_400mf ...
     weights: str | None = None  # null: random init; or a weights name (DEFAULT, IMAGENET1K_V1...) in torch's hub cache
 
+    def label(self) -> str:
+        return f"torchvision {self.name}"  # its minimum is torchvision's to know: not checked here
+
 
 SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
            "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig}
+
+
+def check_input_size(cfg: DictConfig) -> None:
+    """Refuse a data.image_size below the smallest input the chosen model can use (a ConfigError naming both).
+
+    Runs on the composed root config, after each group is valid; a mode that builds its model from a
+    checkpoint (eval, predict, export) is not checked against the composed model.
+    """
+    if cfg.get("mode") in CKPT_MODES or not OmegaConf.is_dict(cfg.get("model")) or not OmegaConf.is_dict(
+            cfg.get("data")):
+        return
+    model: Any = OmegaConf.to_object(cfg.model)
+    image_size = cfg.data.get("image_size")
+    if not isinstance(model, ModelConfig) or not isinstance(image_size, int):
+        return
+    minimum = model.min_image_size()
+    if image_size < minimum:
+        raise ConfigError(f"invalid config: {model.label()} needs data.image_size >= {minimum} (got {image_size}): "
+                          "a smaller input shrinks its feature maps to 1 px before its last stage")
