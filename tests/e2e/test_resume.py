@@ -1,9 +1,12 @@
 """Stopping and resuming a real run: SIGTERM mid-epoch then `trainer.resume=auto`, and random kills (the chaos
-script) that must end bitwise identical to an uninterrupted run."""
+script) that must end bitwise identical to an uninterrupted run; the resumes that are refused (another batch size,
+more epochs on a finished schedule) and a diverged run that must not end with a best checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, read_json, run_cli
+from tests.conftest import REPO, cos_anneal, read_csv, read_json, run_cli
 
 
 def run_chaos(trials: int, *options: str) -> str:
@@ -32,23 +35,89 @@ def test_chaos_kills_of_every_kind_end_bitwise_identical() -> None:
     run_chaos(2)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_finishes(tmp_path: Path) -> None:
-    """A stop signal during training writes last.pt with the batch position and exits with code 3."""
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory) -> Path:
+    """A run stopped by SIGTERM early in epoch 2 (it saved last.pt mid-epoch and exited with code 3).
+
+    `scheduler=step`: a schedule whose shape does not depend on trainer.max_epochs, so that a resume may stop the
+    run sooner. Tests copy the run dir before resuming it."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    args = [sys.executable, "-m", "trainer", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=50",
-            "trainer.progress=plain", "logger=none", "trainer.report=false"]
+    args = [sys.executable, "-m", "trainer", f"hydra.run.dir={run_dir}", "trainer.max_epochs=50", "scheduler=step",
+            "trainer.checkpoint_every_n_steps=5", "trainer.progress=plain", "logger=none", "trainer.report=false"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until training is under way
+    for line in proc.stdout:  # wait until epoch 1 is done: the stop then lands in epoch 2
         if line.startswith("epoch   1/"):
             break
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert "resume with: python -m trainer" in err and "trainer.resume=auto" in err
-    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["state"]
-    assert state["epoch"] >= 1
+    return run_dir
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr, result.stderr
+
+
+def test_sigterm_saves_mid_epoch_and_resume_finishes(stopped_run: Path, tmp_path: Path) -> None:
+    """A stop signal during training writes last.pt with the batch position; the resumed run finishes."""
+    run_dir = copy_of(stopped_run, tmp_path)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert state["epoch"] >= 1 and state["batch_in_epoch"] > 0
     epochs = state["epoch"] + 1  # finish the interrupted epoch, then stop
-    resumed = run_cli(f"hydra.run.dir={tmp_path}", f"trainer.max_epochs={epochs}", "trainer.resume=auto",
-                      "logger=none")
+    resumed = run_cli(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
+                      "trainer.resume=auto", "logger=none")
     assert resumed.returncode == 0, resumed.stderr
-    assert read_json(tmp_path / "summary.json")["epochs"] == epochs
+    assert read_json(run_dir / "summary.json")["epochs"] == epochs
+
+
+def test_a_mid_epoch_resume_with_another_batch_size_is_refused(stopped_run: Path, tmp_path: Path) -> None:
+    """The saved batch index means nothing with another batch size: one error line, last.pt untouched."""
+    run_dir = copy_of(stopped_run, tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    before, epochs = digest(last), torch.load(last, weights_only=True)["state"]["epoch"] + 1
+    result = run_cli(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
+                     "data.batch_size=16", "trainer.resume=auto", "logger=none")
+    assert_one_error_line(result, "(data.batch_size: checkpoint 64 vs requested 16)")
+    assert digest(last) == before
+
+
+FAST = ("trainer.limit_train_batches=4", "logger=none", "trainer.progress=none")
+
+
+def test_more_epochs_on_a_finished_cosine_schedule_need_extend_schedule(tmp_path: Path) -> None:
+    """Refused with the lr it would train at; with trainer.extend_schedule=true, a fresh cosine from optim.lr over
+    the added epochs (README, Reliability)."""
+    run_dir = tmp_path / "run"
+    assert run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", *FAST).returncode == 0
+    last, before = run_dir / "checkpoints" / "last.pt", digest(run_dir / "checkpoints" / "last.pt")
+    refused = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=4", "trainer.resume=auto", *FAST)
+    assert_one_error_line(refused, "finished its 2-epoch lr schedule, at lr 0: epochs 3..4 would start at lr 0")
+    assert "trainer.extend_schedule=true" in refused.stderr and digest(last) == before
+    extended = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=4", "trainer.resume=auto",
+                       "trainer.extend_schedule=true", *FAST)
+    assert extended.returncode == 0, extended.stderr
+    lrs = [float(row["lr"]) for row in read_csv(run_dir / "metrics.csv")]  # the lr each epoch trained at
+    lr = 3e-3  # optim.lr (adamw's default)
+    assert lrs == pytest.approx([lr, cos_anneal(lr, 0, 1 / 2)] * 2)
+
+
+def test_a_run_whose_weights_diverge_under_skip_nonfinite_fails_without_a_best_checkpoint(tmp_path: Path) -> None:
+    """lr 1e30: the first step blows the weights up, every later batch is skipped and validation gives NaN."""
+    result = run_cli(f"hydra.run.dir={tmp_path}", "trainer.skip_nonfinite=true", "optim.lr=1e30",
+                     "trainer.max_epochs=2", *FAST)
+    assert_one_error_line(result, "the validation loss after epoch 1 is nan")
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()
+    assert not (tmp_path / "summary.json").exists()

@@ -83,9 +83,10 @@ def test_eval_mode_reproduces_the_best_validation_accuracy(digits_run: Path, tmp
 
 def test_resume_continues_at_the_next_epoch(digits_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(digits_run, run_dir)  # a finished 2-epoch run, continued to 3 epochs
+    shutil.copytree(digits_run, run_dir)  # a finished 2-epoch run (cosine), continued to 3 epochs
     before = read_csv(run_dir / "metrics.csv")
-    resumed = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "trainer.resume=auto", *FAST)
+    resumed = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "trainer.resume=auto",
+                      "trainer.extend_schedule=true", *FAST)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resumed from" in resumed.stdout
     rows = read_csv(run_dir / "metrics.csv")
