@@ -48,12 +48,36 @@ CONFIG_CASES = [
     (["trainer.accumulate_grad_batches=0"], USER_EXIT, "trainer.accumulate_grad_batches must be >= 1"),
     (["regularization.label_smoothing=1.5"], USER_EXIT, "regularization.label_smoothing must be in [0, 1)"),
     (["mode=eval"], USER_EXIT, "ckpt must be a checkpoint path when mode=eval"),
+    # keys no schema declares (issue 14): refused like Hydra's own unknown keys, with the schema's closest field
+    (["+trainer.max_epoch=2"], HYDRA_EXIT, "unknown key trainer.max_epoch: TrainerConfig has no such field"),
+    (["+foo=1"], HYDRA_EXIT, "unknown key foo: TrainConfig has no such field"),
+    (["+optim.lrr=0.1"], HYDRA_EXIT, "did you mean optim.lr?"),
+    (["trainer.max_epoch=2"], HYDRA_EXIT, "Key 'max_epoch' not in 'TrainerConfig'; did you mean trainer.max_epochs?"),
+    (["trainr.max_epochs=2"], HYDRA_EXIT, "did you mean trainer?"),
+    (["scheduler=nope"], HYDRA_EXIT, "Could not find 'scheduler/nope' (options: cosine"),
+    (["augment=nope"], HYDRA_EXIT, "Could not find 'augment/nope'"),
+    (["seed=abc"], HYDRA_EXIT, "could not be converted to Integer"),
+    (["mode=dance"], USER_EXIT, "mode must be one of train, eval"),
+    (["mode=predict", "ckpt=x.pt"], USER_EXIT, "predict.input must be an image file or folder when mode=predict"),
+    (["data.num_workers=-1"], USER_EXIT, "data.num_workers must be >= 0"),
+    (["data.val_fraction=1.5"], USER_EXIT, "data.val_fraction must be in (0, 1)"),
+    (["trainer.grad_clip_norm=0"], USER_EXIT, "trainer.grad_clip_norm must be > 0 or null"),
+    (["trainer.progress=loud"], USER_EXIT, "trainer.progress must be one of auto, rich, plain, none"),
+    (["trainer.skip_nonfinite=true", "trainer.check_nonfinite_every_step=false"], USER_EXIT,
+     "trainer.skip_nonfinite must be false when check_nonfinite_every_step=false"),
+    (["model.dropout=1.0"], USER_EXIT, "model.dropout must be in [0, 1)"),
+    (["regularization.ema_decay=1.5"], USER_EXIT, "regularization.ema_decay must be in (0, 1) or null"),
+    (["optim=sgd", "optim.momentum=-1"], USER_EXIT, "optim.momentum must be in [0, 1)"),
+    (["scheduler=onecycle", "scheduler.pct_start=2"], USER_EXIT, "scheduler.pct_start must be in (0, 1)"),
+    (["export.format=tflite"], USER_EXIT, "export.format must be one of torchscript, onnx"),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "code", "expected"), CONFIG_CASES)
 def test_bad_config_values(tmp_path: Path, overrides: list[str], code: int, expected: str) -> None:
-    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path / 'run'}", *overrides), code, expected)
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", *overrides)
+    assert_clean_failure(result, code, expected)
+    assert "To append to your config use +" not in result.stderr  # Hydra's advice: a + key is refused too
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -166,7 +190,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Pa
     # A file-size limit below the checkpoint's size: the write fails part-way, as on a full disk.
     limit_kib = last.stat().st_size // 1024 // 4
     command = (f"ulimit -f {limit_kib}; exec {sys.executable} -m trainer hydra.run.dir={run_dir} "
-               "trainer.max_epochs=2 trainer.resume=auto logger=none")
+               "trainer.max_epochs=2 trainer.extend_schedule=true trainer.resume=auto logger=none")
     result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert_clean_failure(result, USER_EXIT, f"could not write {last}")
     assert digest(last) == before
@@ -198,3 +222,103 @@ def test_a_malicious_checkpoint_given_to_resume_runs_nothing(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "arbitrary unpickling" in result.stderr
     assert not marker.exists()
+
+
+# ---- files that are not training checkpoints, given as ckpt= or trainer.resume= (issue 14): one line each
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, digits_ckpt: Path) -> Path:
+    """One file per way a `.pt` can fail to be a training checkpoint, and a run dir holding a good last.pt."""
+    import warnings
+
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "text.pt").write_text("hi\n")
+    (folder / "random.pt").write_bytes(bytes((i * 97 + 13) % 256 for i in range(4096)))
+    (folder / "protocol4.pt").write_bytes(b"\x80\x04" + bytes(range(256)) * 4)  # torch would warn before failing
+    (folder / "empty.pt").write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(folder / "scripted.pt"))
+    good = torch.load(digits_ckpt, weights_only=True)
+    torch.save(good | {"config": "not a dict"}, folder / "string_config.pt")
+    torch.save([good["model"]], folder / "a_list.pt")
+    first = next(iter(good["model"]))
+    torch.save(good | {"model": good["model"] | {first: torch.zeros(3, 3)}}, folder / "wrong_shape.pt")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {folder / 'pwned'}",))
+
+    torch.save(good | {"x": Payload()}, folder / "evil.pt")
+    (folder / "a_run" / "checkpoints").mkdir(parents=True)
+    (folder / "a_run" / "checkpoints" / "last.pt").write_bytes(digits_ckpt.read_bytes())
+    return folder
+
+
+NOT_A_CHECKPOINT = "is not a checkpoint (not a file torch.save wrote)"
+# (overrides with {bad} for the bad_files folder, text the one line must contain); all exit 2
+CHECKPOINT_CASES = [
+    (["mode=eval", "ckpt={bad}/text.pt"], NOT_A_CHECKPOINT),
+    (["mode=eval", "ckpt={bad}/random.pt"], NOT_A_CHECKPOINT),
+    (["mode=eval", "ckpt={bad}/protocol4.pt"], NOT_A_CHECKPOINT),
+    (["mode=eval", "ckpt={bad}/empty.pt"], "is empty (0 bytes)"),
+    (["mode=eval", "ckpt={bad}/scripted.pt"], "is a TorchScript export (what mode=export writes), not a training"),
+    (["mode=export", "ckpt={bad}/scripted.pt"], "need a training checkpoint: a run's checkpoints/last.pt"),
+    (["mode=eval", "ckpt={bad}/string_config.pt"], "its config has no model section (found a str)"),
+    (["mode=eval", "ckpt={bad}/a_list.pt"], "is not a trainer checkpoint (expected keys model, config, epoch)"),
+    (["mode=eval", "ckpt={bad}/wrong_shape.pt"], "weights do not fit the model its config describes"),
+    (["mode=eval", "ckpt={bad}/evil.pt"], "it needs arbitrary unpickling, which could run code"),
+    (["mode=eval", "ckpt={bad}/nowhere.pt"], "checkpoint not found"),
+    (["mode=eval", "ckpt={bad}/a_run"], "is a directory, not a checkpoint file; did you mean {bad}/a_run/checkpoints/"),
+    (["trainer.resume={bad}/a_run"], "is a directory, not a checkpoint file; did you mean {bad}/a_run/checkpoints/"),
+    (["trainer.resume={bad}/text.pt"], NOT_A_CHECKPOINT),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), CHECKPOINT_CASES)
+def test_files_that_are_not_training_checkpoints(bad_files: Path, tmp_path: Path, overrides: list[str],
+                                                 expected: str) -> None:
+    before = tree_digest(bad_files)
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
+                     *(o.format(bad=bad_files) for o in overrides))
+    assert_clean_failure(result, USER_EXIT, expected.format(bad=bad_files))
+    assert "weights_only" not in result.stderr and "Warning" not in result.stderr
+    assert tree_digest(bad_files) == before  # nothing written over, and nothing unpickled ran
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_tensorboard_folder_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "logger=tensorboard", f"logger.log_dir={blocker / 'tb'}",
+                     "trainer.max_epochs=1")
+    assert_clean_failure(result, USER_EXIT, f"cannot write TensorBoard's event files in {blocker / 'tb'}")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_one_class_image_folder_says_a_classifier_needs_two(tmp_path: Path) -> None:
+    train = write_image_tree(tmp_path / "train", classes=("cat",))
+    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+                     "data.num_classes=2", "logger=none")
+    assert_clean_failure(result, USER_EXIT, "has one class folder (cat), but a classifier needs at least 2 classes")
+    assert "num_classes=1" not in result.stderr
+
+
+def test_a_full_disk_when_tensorboard_opens_its_file_is_one_output_error(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import torch.utils.tensorboard
+
+    from trainer.errors import OutputError
+    from trainer.reporting.loggers import build_logger
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", full_disk)
+    with pytest.raises(OutputError, match="cannot write TensorBoard's event files in .*: No space left on device"):
+        build_logger({"_target_": "trainer.reporting.loggers.TensorBoardLogger"}, str(tmp_path))

@@ -14,7 +14,6 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -22,6 +21,7 @@ from trainer.build import count_parameters
 from trainer.errors import ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
+from trainer.reporting.loggers import build_logger
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import Checkpointer, TrainState, check_resume_config, load_checkpoint
 from trainer.training.checkpoint_checks import refuse_directory
@@ -73,8 +73,8 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     state = checkpointer.restore(checkpoint, resume_path) if checkpoint is not None else TrainState()
     if checkpoint is not None:
         console.info(f"Resumed from {resume_path} after {position(state)} (step {state.global_step})")
-    logger = instantiate(cfg.logger if ctx.is_main else {"_target_": "trainer.reporting.loggers.NullLogger"},
-                         run_dir=str(run_dir))
+    logger = build_logger(cfg.logger if ctx.is_main else {"_target_": "trainer.reporting.loggers.NullLogger"},
+                          str(run_dir))
     console.table("trainer", describe_run(run, state, run_dir))
     throughput = Throughput()
     reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
