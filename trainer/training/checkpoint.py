@@ -16,7 +16,13 @@ from omegaconf import OmegaConf
 from trainer import __version__
 from trainer.errors import CheckpointError, TrainerError, described
 from trainer.reporting.run_files import atomic_write
-from trainer.training.checkpoint_checks import check_entries, refuse_directory, refuse_non_checkpoint, unpickling_reason
+from trainer.training.checkpoint_checks import (
+    check_entries,
+    load_model_weights,
+    refuse_directory,
+    refuse_non_checkpoint,
+    unpickling_reason,
+)
 from trainer.training.hooks import EpochEvent, Hook, StepEvent
 from trainer.training.loop import NonFiniteLoss
 from trainer.training.optim import create_scheduler, load_optimizer_state
@@ -276,7 +282,7 @@ class Checkpointer(Hook):
         Call `check_resume_config` first: it refuses what this would not restore faithfully. With
         `trainer.extend_schedule` and a raised max_epochs the scheduler is rebuilt instead of restored."""
         run, ctx = self.run, self.run.ctx
-        run.model.load_state_dict(checkpoint["model"])
+        load_model_weights(run.model, checkpoint["model"], path)
         if run.ema is not None:
             if checkpoint.get("ema") is None:
                 raise CheckpointError(f"checkpoint {path} has no EMA weights to resume with ema_decay set")
