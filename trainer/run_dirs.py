@@ -194,8 +194,8 @@ def claim(run_dir: Path, fresh: bool, kind: str = "run") -> Path:
         else:
             created = claim_existing(run_dir)
         entry = Claim(run_dir, created, RunLock(run_dir / LOCK_NAME, kind))
+        entry.lock.acquire()  # RunDirInUse when another run holds it: then the dir is that run's, never cleaned
         CLAIMS.append(entry)
-        entry.lock.acquire()
     except OSError as err:
         raise OutputError(f"cannot write the {kind} dir {run_dir}: {err.strerror or err}; "
                           f"choose another with hydra.{kind}.dir=... (or paths.output_root=...)") from None

@@ -34,7 +34,7 @@ def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]
     """The run report of the digits parts, as the run's RunReport hook writes it (a graph if the logger wants one)."""
     cfg, datamodule, model = digits_parts
     best = {k: v.clone() for k, v in model.state_dict().items()}
-    save_checkpoint({"model": best, "config": {}, "epoch": 3}, tmp_path / "checkpoints" / "best.pt")
+    save_checkpoint({"model": best, "config": {"model": {}}, "epoch": 3}, tmp_path / "checkpoints" / "best.pt")
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()

@@ -62,6 +62,22 @@ def test_the_lock_is_released_when_its_process_dies(tmp_path: Path) -> None:
     claim(tmp_path, fresh=False)
 
 
+def test_a_run_that_loses_the_lock_never_removes_the_winners_dir(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser of a race may be the one whose mkdir made the dir: its failed call must leave the dir alone."""
+    run_dir = tmp_path / "race"
+    run_dir.mkdir()
+    winner = RunLock(run_dir / LOCK_NAME)
+    winner.acquire()
+    (run_dir / ".hydra").mkdir()
+    monkeypatch.setattr(run_dirs, "claim_existing", lambda folder: [folder])  # as if this call's mkdir made it
+    with pytest.raises(RunDirInUse):
+        claim(run_dir, fresh=False)
+    release_claims(failed=True)
+    assert (run_dir / ".hydra").is_dir() and (run_dir / LOCK_NAME).is_file()
+    winner.release()
+
+
 def test_a_finished_run_is_refused_except_to_continue_it(tmp_path: Path) -> None:
     run_dir = finished(tmp_path / "run")
     with pytest.raises(ConfigError, match="already holds a run .*trainer.resume=auto") as err:
