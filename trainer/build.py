@@ -15,7 +15,7 @@ from trainer.schema import GROUP_SCHEMAS
 
 
 def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
-    """The data module, set up with the augment option (an `Augment` or None; see trainer/augment.py)."""
+    """The data module, set up with the augment option (an `Augment` or None; see trainer/data/augment.py)."""
     datamodule: DataModule = instantiate(cfg.data)
     datamodule.setup(augment=instantiate(cfg.augment) if with_augment else None)
     if cfg.trainer.overfit_batches:
@@ -24,10 +24,22 @@ def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
 
 
 def build_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
-    """The model; a TrainerError its builder raises (an unknown torchvision name, uncached weights) comes out
-    as itself, not wrapped in Hydra's InstantiationException, so the CLI reports it as one line."""
+    """The model (a TrainerError its builder raises, such as an unknown torchvision name or uncached weights,
+    comes out as itself)."""
+    return instantiate_group(model_cfg, _convert_="all")
+
+
+def build_logger(logger_cfg: DictConfig | dict[str, Any], run_dir: str) -> Any:
+    """The `logger` group's logger for `run_dir` (a TrainerError its constructor raises, such as event files
+    that cannot be created, comes out as itself)."""
+    return instantiate_group(logger_cfg, run_dir=run_dir)
+
+
+def instantiate_group(node: DictConfig | dict[str, Any], **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`, where a TrainerError raised inside comes out as itself, not wrapped in
+    Hydra's InstantiationException, so the CLI reports it as one line."""
     try:
-        return instantiate(model_cfg, _convert_="all")
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = unwrapped(err)
         if isinstance(cause, TrainerError):

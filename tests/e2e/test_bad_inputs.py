@@ -313,8 +313,8 @@ def test_a_full_disk_when_tensorboard_opens_its_file_is_one_output_error(tmp_pat
 
     import torch.utils.tensorboard
 
+    from trainer.build import build_logger
     from trainer.errors import OutputError
-    from trainer.reporting.loggers import build_logger
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

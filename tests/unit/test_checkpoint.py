@@ -21,14 +21,17 @@ from trainer.training.checkpoint import (
     TrainState,
     check_model_config,
     check_resume_config,
+    config_mismatch,
     extends_schedule,
     load_checkpoint,
+    load_scaler_state,
     save_checkpoint,
 )
+from trainer.training.distributed import Distributed
 from trainer.training.hooks import EpochEvent
 from trainer.training.metrics import EpochStats
 from trainer.training.optim import create_optimizer, create_scheduler
-from trainer.training.runtime import capture_rng_state, restore_rng_state
+from trainer.training.runtime import Precision, capture_rng_state, restore_rng_state
 
 
 def payload() -> dict:
@@ -227,7 +230,7 @@ def epoch_event(train_loss: float = 1.0, val_loss: float = 1.0, samples: int = 8
 
 def checkpointer_of(model: nn.Module) -> Checkpointer:
     checkpointer = Checkpointer.__new__(Checkpointer)
-    checkpointer.run = type("Run", (), {"model": model})()
+    checkpointer.run = type("Run", (), {"model": model, "ctx": Distributed(), "device": torch.device("cpu")})()
     return checkpointer
 
 
@@ -339,3 +342,26 @@ def test_a_full_disk_under_torch_save_says_no_space_and_claims_no_previous_versi
     assert "No space left on device" in str(err.value)
     assert "inline_container" not in str(err.value) and "previous version" not in str(err.value)
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_target_saved_under_a_moved_module_matches_its_new_path() -> None:
+    saved = {"scheduler": {"_target_": "trainer.optim.warmup_cosine", "warmup_epochs": 1}}
+    wanted = {"scheduler": {"_target_": "trainer.training.optim.warmup_cosine", "warmup_epochs": 1}}
+    assert config_mismatch(saved, wanted) == []
+    assert config_mismatch(saved, {"scheduler": {**wanted["scheduler"], "warmup_epochs": 2}}) == [
+        "scheduler.warmup_epochs"]
+
+
+@pytest.mark.parametrize(("saved_precision", "precision"), [("32", "16"), ("16", "32"), ("16", "16")])
+def test_a_resume_may_switch_precision_without_the_scalers_state(saved_precision: str, precision: str) -> None:
+    cpu = torch.device("cpu")
+    saved = Precision(saved_precision, cpu).grad_scaler()
+    if saved.is_enabled():
+        saved.scale(torch.ones(()))  # the scale exists from the first scaled loss on
+        saved.update(new_scale=1024.0)
+    scaler = Precision(precision, cpu).grad_scaler()
+    load_scaler_state(scaler, saved.state_dict())
+    if saved.is_enabled() and scaler.is_enabled():
+        assert scaler.get_scale() == 1024.0  # carried over
+    elif scaler.is_enabled():
+        assert scaler.get_scale() == Precision("16", cpu).grad_scaler().get_scale()  # starts afresh

@@ -5,29 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import OutputError, TrainerError
+from trainer.errors import OutputError
 from trainer.reporting.run_files import write_failure
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-def build_logger(logger_cfg: Any, run_dir: str) -> Any:
-    """The `logger` group's logger for `run_dir`; a TrainerError its constructor raises (event files that cannot
-    be created) comes out as itself, not wrapped in Hydra's InstantiationException, so the CLI reports one line."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(logger_cfg, run_dir=run_dir)
-    except InstantiationException as err:
-        cause: BaseException | None = err
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, TrainerError):
-            raise cause from None
-        raise
 
 
 class TensorBoardLogger:

@@ -66,12 +66,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+# Modules that have moved: a checkpoint made before names its `_target_`s by the old paths.
+MOVED_MODULES = {"trainer.optim.": "trainer.training.optim.", "trainer.augment.": "trainer.data.augment.",
+                 "trainer.regularization.": "trainer.training.regularization.",
+                 "trainer.loggers.": "trainer.reporting.loggers."}
+
+
+def current_target(target: object) -> object:
+    """A `_target_` by its current module path (unchanged unless its module has moved)."""
+    for old, new in MOVED_MODULES.items():
+        if isinstance(target, str) and target.startswith(old):
+            return new + target[len(old):]
+    return target
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """The gradient scaler's state, when both the checkpoint's and this run's scale (fp16): a resume may switch
+    precision, and a scaler that starts afresh or is disabled has nothing to take over."""
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+
+
 def config_mismatch(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     """The dotted keys (`prefix` + key) whose values differ between two configs, sorted; nested sections are
-    compared key by key."""
+    compared key by key, and a `_target_` by its current module path."""
     differing: list[str] = []
     for key in set(saved) | set(wanted):
         old, new, name = saved.get(key), wanted.get(key), f"{prefix}{key}"
+        if key == "_target_":
+            old = current_target(old)
         if isinstance(old, dict) and isinstance(new, dict):
             differing += config_mismatch(old, new, f"{name}.")
         elif old != new:
@@ -241,7 +264,7 @@ class Checkpointer(Hook):
                        "(trainer.skip_nonfinite)")
         elif not (math.isfinite(val.loss) and math.isfinite(val.acc)):
             problem = f"the validation loss after epoch {epoch.epoch} is {val.loss}"
-        elif not finite_weights(self.run.model):
+        elif self.run.ctx.any(not finite_weights(self.run.model), self.run.device):  # buffers differ by rank
             problem = f"the weights after epoch {epoch.epoch} are not finite"
         else:
             return
@@ -287,7 +310,7 @@ class Checkpointer(Hook):
             if checkpoint.get("ema") is None:
                 raise CheckpointError(f"checkpoint {path} has no EMA weights to resume with ema_decay set")
             run.ema.load_state_dict(checkpoint["ema"])
-        run.scaler.load_state_dict(checkpoint["scaler"])
+        load_scaler_state(run.scaler, checkpoint["scaler"])
         load_optimizer_state(run.optimizer, checkpoint["optimizer"])
         state = TrainState(**checkpoint["state"])
         if extends_schedule(checkpoint, OmegaConf.to_container(run.cfg, resolve=True)):

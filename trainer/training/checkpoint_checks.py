@@ -77,7 +77,6 @@ def check_entries(payload: object, path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} is malformed: its epoch is {epoch!r}, not a count of epochs")
 
 
-
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:
     """`model.load_state_dict(weights)`, or a CheckpointError naming the keys and shapes that do not fit."""
     own = model.state_dict()

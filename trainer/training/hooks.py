@@ -6,14 +6,14 @@ A run meets three events, in this order:
   the console line);
 - `at_end`: after the last epoch (the report, closing loggers).
 Each hook implements the events it needs (the `Hook` base does nothing) and runs in list order.
-`Hooks` dispatches them and adds what every hook needs to know: the step count, and whether a stop
-signal on any rank ends the run here.
+`Hooks` dispatches them and adds what every hook of a step needs to know: the step count, and whether a stop
+signal on any rank ends the run after it (at an epoch's end `StopOnSignal` asks, after the checkpoint is saved).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ class EpochEvent:
     val_ema: EpochStats | None  # the EMA weights' validation, when regularization.ema_decay is set
     lr: float  # the learning rate the epoch ended with, before the epoch's scheduler step
     is_best: bool  # the best val accuracy so far
-    stopping: str | None = None  # why the run stops after this epoch (a signal on any rank), or None
 
 
 class Hook:
@@ -85,7 +84,6 @@ class Hooks:
             hook.after_step(self.state, step)
 
     def after_validation(self, epoch: EpochEvent) -> None:
-        epoch = replace(epoch, stopping=self.stop.agree(self.ctx, self.device))
         for hook in self.hooks:
             hook.after_validation(self.state, epoch)
 

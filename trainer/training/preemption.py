@@ -64,8 +64,8 @@ class StopOnSignal(Hook):
     Mid-epoch the run stops after the step; on an epoch's last step it finishes the epoch first.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, stop: StopSignals, ctx: Distributed, device: torch.device) -> None:
+        self.run_dir, self.stop, self.ctx, self.device = run_dir, stop, ctx, device
 
     def after_step(self, state: TrainState, step: StepEvent) -> None:
         if step.stopping and step.mid_epoch:
@@ -74,8 +74,10 @@ class StopOnSignal(Hook):
                             f"{resume_command(self.run_dir)}")
 
     def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
-        if epoch.stopping:
-            raise Preempted(f"{epoch.stopping}: saved {self.run_dir / 'checkpoints' / 'last.pt'} after epoch "
+        """Last among the hooks, so a signal that came while the epoch's files were written still stops here."""
+        stopping = self.stop.agree(self.ctx, self.device)
+        if stopping:
+            raise Preempted(f"{stopping}: saved {self.run_dir / 'checkpoints' / 'last.pt'} after epoch "
                             f"{epoch.epoch}; resume with: {resume_command(self.run_dir)}")
 
 

@@ -17,11 +17,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainer.build import count_parameters
+from trainer.build import build_logger, count_parameters
 from trainer.errors import ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
-from trainer.reporting.loggers import build_logger
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import Checkpointer, TrainState, check_resume_config, load_checkpoint
 from trainer.training.checkpoint_checks import refuse_directory
@@ -58,7 +57,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     """The whole run; returns the best val accuracy (the objective sweepers maximise)."""
     wall_start, times, tcfg = time.perf_counter(), PhaseTimes(), cfg.trainer
     resume_path = resolve_resume(tcfg.resume, run_dir)
-    check_run(cfg, run_dir, resume_path, ctx, rank_device)
+    check_torchrun_options(cfg, ctx, rank_device)
     console = RunConsole(tcfg.progress if ctx.is_main else "none")
     if ctx.is_main:
         console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
@@ -82,7 +81,8 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
 
     # ---- the epoch loop
     with StopSignals() as stop:
-        hooks = Hooks([throughput, *reporting, checkpointer, StopOnSignal(run_dir)], state, stop, ctx, run.device,
+        stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
+        hooks = Hooks([throughput, *reporting, checkpointer, stop_on_signal], state, stop, ctx, run.device,
                       run.train_steps)
         for epoch in range(state.epoch, tcfg.max_epochs):
             with times.phase("train"):
@@ -141,8 +141,7 @@ def validate_epoch(run: RunSetup) -> tuple[EpochStats, EpochStats | None]:
     return scores[0], scores[1] if run.ema is not None else None
 
 
-def check_run(cfg: DictConfig, run_dir: Path, resume_path: Path | None, ctx: Distributed,
-              rank_device: torch.device | None) -> None:
+def check_torchrun_options(cfg: DictConfig, ctx: Distributed, rank_device: torch.device | None) -> None:
     """Refuse, before anything is built, torchrun options that the devices do not support (a run dir that holds
     another run was refused before Hydra wrote into it: trainer/run_dirs.py)."""
     tcfg = cfg.trainer
@@ -175,6 +174,7 @@ def apply_regularization_to_model(cfg: DictConfig) -> None:
             raise ConfigError(f"regularization.{key}={value} but model={option_name('model', cfg.model._target_)} "
                               f"has no {key} setting")
         cfg.model[key] = value
+
 
 def position(state: TrainState) -> str:
     """Where a checkpoint stopped: `epoch 3`, or `epoch 3, batch 40 of epoch 4`."""
