@@ -9,6 +9,7 @@ below. No test module imports another.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -37,7 +38,8 @@ from tests.helpers.toy_models import NaNAfter, convnet, mlp
 __all__ = [  # the helpers tests import from here
     "CONFIGS", "FOLDERS", "MNIST_FILES", "NaNAfter", "REPO", "SHARED_DATA", "STATS", "TREE_COLOURS", "assert_real_png",
     "build", "compose", "convnet", "cos_anneal", "data_overrides", "digits_module", "image_batches", "mlp", "onecycle",
-    "read_csv", "read_json", "run_cli", "toy_batches", "write_checkpoint", "write_cifar", "write_idx",
+    "digest", "read_csv", "read_json", "run_cli", "toy_batches", "tree_digest", "write_checkpoint", "write_cifar",
+    "write_idx",
     "write_image_tree", "write_mnist_like",
 ]
 
@@ -92,6 +94,16 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, report: b
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def digest(path: Path) -> str:
+    """The sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too: .hydra/, .lock) and its sha256: equal means byte-identical."""
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -9,7 +9,8 @@ Torch-free: the Hydra callback (trainer/hydra_callbacks.py) calls it before Hydr
 - `RunLock`: an `fcntl.flock` on `<dir>/.lock`, held while the run lives (the OS drops it on exit or crash); the
   holder writes its pid and start time there, so that a second run into the dir can say who holds it.
 - `release_claims`: when the invocation failed, the dirs it created that hold nothing but bookkeeping (Hydra's
-  `.hydra/`, `train.log`, the lock, `config_tree.txt`) are removed, with the parents it created.
+  `.hydra/`, `train.log`, the lock, `config_tree.txt`) are removed, with the parents it created; a used dir
+  whose results the call did not change gets its bookkeeping back (`Bookkeeping`).
 """
 
 from __future__ import annotations
@@ -174,13 +175,53 @@ def in_use_line(run_dir: Path, who: str, kind: str = "run") -> str:
             f"hydra.{kind}.dir")
 
 
+@dataclass(frozen=True)
+class Bookkeeping:
+    """A used run dir's bookkeeping (Hydra's files, config_tree.txt, the lock, train.log's length) as it was
+    before this invocation. A call that fails before it changes any result file puts it back, so a refused
+    resume (another batch size, say) leaves the dir byte-identical."""
+
+    files: dict[Path, bytes]
+    log_size: int | None
+    results: dict[Path, int]  # the result files and their modification times (ns)
+
+    @staticmethod
+    def results_of(run_dir: Path) -> dict[Path, int]:
+        paths = (run_dir / name for name in (*RUN_FILES, *MODE_FILES))
+        return {path: path.stat().st_mtime_ns for path in paths if path.is_file()}
+
+    @classmethod
+    def of(cls, run_dir: Path) -> Bookkeeping | None:
+        """The record of a dir that holds results; None for a new or empty one."""
+        results = cls.results_of(run_dir)
+        if not results:
+            return None
+        kept = [*(run_dir / ".hydra").glob("*.yaml"), run_dir / "config_tree.txt", run_dir / LOCK_NAME]
+        log = run_dir / "train.log"
+        return cls({path: path.read_bytes() for path in kept if path.is_file()},
+                   log.stat().st_size if log.is_file() else None, results)
+
+    def restore(self, run_dir: Path) -> None:
+        if self.results_of(run_dir) != self.results:
+            return  # the run wrote results: its new record describes them
+        for path, data in self.files.items():
+            path.write_bytes(data)
+        log = run_dir / "train.log"
+        if self.log_size is None:
+            log.unlink(missing_ok=True)
+        elif log.is_file():
+            os.truncate(log, self.log_size)
+
+
 @dataclass
 class Claim:
-    """A dir this invocation runs in: its lock, and the dirs it created for it (deepest last)."""
+    """A dir this invocation runs in: its lock, the dirs it created for it (deepest last), and what its
+    bookkeeping held before (a dir with results)."""
 
     run_dir: Path
     created: list[Path] = field(default_factory=list)
     lock: RunLock | None = None
+    before: Bookkeeping | None = None
 
 
 CLAIMS: list[Claim] = []  # this process's claims, released by `release_claims` when the CLI call ends
@@ -193,7 +234,7 @@ def claim(run_dir: Path, fresh: bool, kind: str = "run") -> Path:
             run_dir, created = claim_new(run_dir)
         else:
             created = claim_existing(run_dir)
-        entry = Claim(run_dir, created, RunLock(run_dir / LOCK_NAME, kind))
+        entry = Claim(run_dir, created, RunLock(run_dir / LOCK_NAME, kind), None if fresh else Bookkeeping.of(run_dir))
         entry.lock.acquire()  # RunDirInUse when another run holds it: then the dir is that run's, never cleaned
         CLAIMS.append(entry)
     except OSError as err:
@@ -211,9 +252,12 @@ def is_stub(run_dir: Path) -> bool:
 
 
 def release_claims(failed: bool) -> None:
-    """Unlock every claimed dir; after a failure, remove those this invocation created that are only stubs."""
+    """Unlock every claimed dir; after a failure, remove those this invocation created that are only stubs, and
+    put back the bookkeeping of used dirs whose results it did not change."""
     while CLAIMS:
         entry = CLAIMS.pop()
+        if failed and entry.before is not None:
+            entry.before.restore(entry.run_dir)
         created_here = bool(entry.created) and entry.created[-1] == entry.run_dir
         if failed and created_here and is_stub(entry.run_dir):
             for item in entry.run_dir.iterdir():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli, write_image_tree
+from tests.conftest import REPO, digest, run_cli, tree_digest, write_image_tree
 
 HYDRA_EXIT, USER_EXIT = 1, 2
 
@@ -141,10 +140,6 @@ def finished_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_resume_path_missing(tmp_path: Path) -> None:
     assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "trainer.resume=/no/such/file.pt"), USER_EXIT,
                          "checkpoint not found: /no/such/file.pt")
@@ -225,10 +220,6 @@ def test_a_malicious_checkpoint_given_to_resume_runs_nothing(tmp_path: Path) -> 
 
 
 # ---- files that are not training checkpoints, given as ckpt= or trainer.resume= (issue 14): one line each
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory, digits_ckpt: Path) -> Path:

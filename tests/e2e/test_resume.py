@@ -4,18 +4,18 @@ more epochs on a finished schedule) and a diverged run that must not end with a 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, cos_anneal, read_csv, read_json, run_cli
+from tests.conftest import REPO, cos_anneal, digest, read_csv, read_json, run_cli, tree_digest
 
 
 def run_chaos(trials: int, *options: str) -> str:
@@ -46,23 +46,30 @@ def stopped_run(tmp_path_factory) -> Path:
     args = [sys.executable, "-m", "trainer", f"hydra.run.dir={run_dir}", "trainer.max_epochs=50", "scheduler=step",
             "trainer.checkpoint_every_n_steps=5", "trainer.progress=plain", "logger=none", "trainer.report=false"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until epoch 1 is done: the stop then lands in epoch 2
+    for line in proc.stdout:  # wait until epoch 1 is done,
         if line.startswith("epoch   1/"):
             break
-    proc.send_signal(signal.SIGTERM)
+    while not saved_mid_epoch_2(run_dir / "checkpoints" / "last.pt"):  # then for epoch 2's first mid-epoch save,
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # so that the stop lands mid-epoch, not at an epoch's end
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert "resume with: python -m trainer" in err and "trainer.resume=auto" in err
     return run_dir
 
 
+def saved_mid_epoch_2(last: Path) -> bool:
+    """Whether `last` was saved in the middle of epoch 2 (checkpoints are replaced atomically: never half-read)."""
+    try:
+        state = torch.load(last, weights_only=True)["state"]
+        return state["epoch"] == 1 and state["batch_in_epoch"] > 0
+    except FileNotFoundError:
+        return False
+
+
 def copy_of(run_dir: Path, tmp_path: Path) -> Path:
     shutil.copytree(run_dir, tmp_path / "run")
     return tmp_path / "run"
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, expected: str) -> None:
@@ -84,14 +91,15 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes(stopped_run: Path, tmp_path
 
 
 def test_a_mid_epoch_resume_with_another_batch_size_is_refused(stopped_run: Path, tmp_path: Path) -> None:
-    """The saved batch index means nothing with another batch size: one error line, last.pt untouched."""
+    """The saved batch index means nothing with another batch size: one error line, and the run dir is
+    byte-identical afterwards (.hydra/, train.log and the lock included)."""
     run_dir = copy_of(stopped_run, tmp_path)
     last = run_dir / "checkpoints" / "last.pt"
-    before, epochs = digest(last), torch.load(last, weights_only=True)["state"]["epoch"] + 1
+    before, epochs = tree_digest(run_dir), torch.load(last, weights_only=True)["state"]["epoch"] + 1
     result = run_cli(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
                      "data.batch_size=16", "trainer.resume=auto", "logger=none")
     assert_one_error_line(result, "(data.batch_size: checkpoint 64 vs requested 16)")
-    assert digest(last) == before
+    assert tree_digest(run_dir) == before
 
 
 FAST = ("trainer.limit_train_batches=4", "logger=none", "trainer.progress=none")

@@ -3,7 +3,6 @@ a refused run leaves its dir byte-identical, and a run that fails before any out
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -12,16 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_json, run_cli
+from tests.conftest import REPO, read_json, run_cli, tree_digest
 
 TINY = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=none",
         "trainer.progress=none")
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones too: .hydra/, .lock) and its sha256."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -69,11 +62,11 @@ def test_a_second_run_into_a_locked_dir_is_refused_and_touches_nothing(tmp_path:
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        before = checksums(run_dir)
+        before = tree_digest(run_dir)
         result = run_cli(f"hydra.run.dir={run_dir}", *TINY)
         assert result.returncode == 2, result.stderr
         assert len(error_lines(result)) == 1 and f"is in use by another run (pid {holder.pid} " in result.stderr
-        assert checksums(run_dir) == before
+        assert tree_digest(run_dir) == before
     finally:
         holder.kill()
         holder.wait()
@@ -81,7 +74,7 @@ def test_a_second_run_into_a_locked_dir_is_refused_and_touches_nothing(tmp_path:
 
 @pytest.mark.parametrize("mode", ["train", "eval", "summary"])
 def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run: Path, mode: str) -> None:
-    before = checksums(finished_run)
+    before = tree_digest(finished_run)
     assert {".hydra/overrides.yaml", "train.log", ".lock", "summary.json"} <= before.keys()
     extra = {"train": [], "eval": ["mode=eval", f"ckpt={finished_run / 'checkpoints' / 'best.pt'}"],
              "summary": ["mode=summary"]}[mode]
@@ -89,7 +82,7 @@ def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run: Path
     assert result.returncode == 2, result.stderr
     assert error_lines(result) == [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines(result)) == 1 and "already holds a run" in result.stderr
-    assert checksums(finished_run) == before
+    assert tree_digest(finished_run) == before
 
 
 def test_a_run_that_fails_before_any_output_leaves_no_dir(tmp_path: Path) -> None:
