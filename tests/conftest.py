@@ -38,8 +38,8 @@ from tests.helpers.toy_models import NaNAfter, convnet, mlp
 __all__ = [  # the helpers tests import from here
     "CONFIGS", "FOLDERS", "MNIST_FILES", "NaNAfter", "REPO", "SHARED_DATA", "STATS", "TREE_COLOURS", "assert_real_png",
     "build", "compose", "convnet", "cos_anneal", "data_overrides", "digits_module", "image_batches", "mlp", "onecycle",
-    "digest", "read_csv", "read_json", "run_cli", "toy_batches", "tree_digest", "write_checkpoint", "write_cifar",
-    "write_idx",
+    "digest", "read_csv", "read_json", "run_cli", "run_cli_in_process", "toy_batches", "tree_digest",
+    "write_checkpoint", "write_cifar", "write_idx",
     "write_image_tree", "write_mnist_like",
 ]
 
@@ -88,6 +88,36 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, report: b
     extra = [] if report else ["trainer.report=false"]
     return subprocess.run([sys.executable, "-m", "trainer", *args, *extra], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_cli_in_process(*args: str, report: bool = False) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` as one `trainer.cli.main()` call in this process, its output captured: for the
+    many bad inputs that stop before training, without paying a new interpreter and torch import each time.
+
+    Returns what `run_cli` does; an exception that escapes `main` becomes a traceback on stderr and exit code 1,
+    as the interpreter would print it.
+    """
+    import contextlib
+    import io
+    import traceback
+    from unittest import mock
+
+    from trainer import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["trainer", *args, *([] if report else ["trainer.report=false"])]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    code = 0
+    with mock.patch.object(sys, "argv", argv), mock.patch.dict(os.environ, env, clear=True), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(REPO):
+        try:
+            cli.main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 # ---- the files a run leaves

@@ -1,4 +1,9 @@
-"""The bad-input catalogue: each case exits non-zero with one clear line, no traceback, nothing clobbered."""
+"""The bad-input catalogue: each case exits non-zero with one clear line, no traceback, nothing clobbered.
+
+Cases that stop before training run the CLI in this process (`run_cli_in_process`: one `trainer.cli.main()`
+call, as `python -m trainer` makes it); those where a process boundary matters (signals, worker processes,
+a diverging run, unpickling a malicious file, a full disk) run it as a subprocess.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, digest, run_cli, tree_digest, write_image_tree
+from tests.conftest import REPO, digest, run_cli, run_cli_in_process, tree_digest, write_image_tree
 
 HYDRA_EXIT, USER_EXIT = 1, 2
 
@@ -74,7 +79,7 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize(("overrides", "code", "expected"), CONFIG_CASES)
 def test_bad_config_values(tmp_path: Path, overrides: list[str], code: int, expected: str) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", *overrides)
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", *overrides)
     assert_clean_failure(result, code, expected)
     assert "To append to your config use +" not in result.stderr  # Hydra's advice: a + key is refused too
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -87,26 +92,26 @@ def test_cuda_without_a_gpu(tmp_path: Path) -> None:
 
 
 def test_missing_data_folder(tmp_path: Path) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=mnist", f"data.root={tmp_path / 'nowhere'}")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=mnist", f"data.root={tmp_path / 'nowhere'}")
     assert_clean_failure(result, USER_EXIT, str(tmp_path / "nowhere"))
 
 
 def test_missing_cifar_files_name_the_folder(tmp_path: Path) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=cifar10", f"data.root={tmp_path}")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=cifar10", f"data.root={tmp_path}")
     assert_clean_failure(result, USER_EXIT, "cifar-10-batches-py")
 
 
 def test_empty_imagefolder(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={tmp_path / 'train'}",
-                     "data.num_classes=2")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder",
+                                f"data.train_dir={tmp_path / 'train'}", "data.num_classes=2")
     assert_clean_failure(result, USER_EXIT, "has no class folders")
 
 
 def test_imagefolder_class_mismatch(tmp_path: Path) -> None:
     train = write_image_tree(tmp_path / "train", classes=("cat", "dog"))
     val = write_image_tree(tmp_path / "val", classes=("cat", "emu"))
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
                      f"data.val_dir={val}", "data.num_classes=2")
     assert_clean_failure(result, USER_EXIT, "need the same class folders")
 
@@ -141,7 +146,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def test_resume_path_missing(tmp_path: Path) -> None:
-    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "trainer.resume=/no/such/file.pt"), USER_EXIT,
+    assert_clean_failure(run_cli_in_process(f"hydra.run.dir={tmp_path}", "trainer.resume=/no/such/file.pt"), USER_EXIT,
                          "checkpoint not found: /no/such/file.pt")
 
 
@@ -150,12 +155,12 @@ def test_corrupt_or_truncated_checkpoint(finished_run: Path, tmp_path: Path, dam
     bad = tmp_path / "bad.pt"
     data = (finished_run / "checkpoints" / "last.pt").read_bytes()
     bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"PK\x03\x04 not a checkpoint")
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", f"trainer.resume={bad}")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", f"trainer.resume={bad}")
     assert_clean_failure(result, USER_EXIT, f"checkpoint {bad} is corrupt")
 
 
 def test_checkpoint_of_another_model(finished_run: Path, tmp_path: Path) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=mlp",
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "model=mlp",
                      f"trainer.resume={finished_run / 'checkpoints' / 'last.pt'}")
     assert_clean_failure(result, USER_EXIT, "was made for another model (model._target_: checkpoint")
 
@@ -163,7 +168,7 @@ def test_checkpoint_of_another_model(finished_run: Path, tmp_path: Path) -> None
 def test_an_existing_run_is_not_overwritten(finished_run: Path) -> None:
     before = {p.name: digest(p) for p in (finished_run / "checkpoints").iterdir()}
     metrics = digest(finished_run / "metrics.csv")
-    assert_clean_failure(run_cli(f"hydra.run.dir={finished_run}", "trainer.max_epochs=1"), USER_EXIT,
+    assert_clean_failure(run_cli_in_process(f"hydra.run.dir={finished_run}", "trainer.max_epochs=1"), USER_EXIT,
                          "already holds a run")
     assert {p.name: digest(p) for p in (finished_run / "checkpoints").iterdir()} == before
     assert digest(finished_run / "metrics.csv") == metrics
@@ -193,8 +198,8 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Pa
 
 
 def test_regularizer_the_model_does_not_have(tmp_path: Path) -> None:
-    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "regularization.stochastic_depth=0.2"), USER_EXIT,
-                         "has no stochastic_depth setting")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path}", "regularization.stochastic_depth=0.2")
+    assert_clean_failure(result, USER_EXIT, "has no stochastic_depth setting")
 
 
 def test_divergence_exits_non_zero_naming_epoch_and_step(tmp_path: Path) -> None:
@@ -274,7 +279,7 @@ CHECKPOINT_CASES = [
 def test_files_that_are_not_training_checkpoints(bad_files: Path, tmp_path: Path, overrides: list[str],
                                                  expected: str) -> None:
     before = tree_digest(bad_files)
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
                      *(o.format(bad=bad_files) for o in overrides))
     assert_clean_failure(result, USER_EXIT, expected.format(bad=bad_files))
     assert "weights_only" not in result.stderr and "Warning" not in result.stderr
@@ -293,7 +298,7 @@ def test_tensorboard_folder_that_cannot_be_created(tmp_path: Path) -> None:
 
 def test_a_one_class_image_folder_says_a_classifier_needs_two(tmp_path: Path) -> None:
     train = write_image_tree(tmp_path / "train", classes=("cat",))
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
                      "data.num_classes=2", "logger=none")
     assert_clean_failure(result, USER_EXIT, "has one class folder (cat), but a classifier needs at least 2 classes")
     assert "num_classes=1" not in result.stderr
