@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_in_process
 
 USER_EXIT = 2
 
@@ -26,19 +26,19 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -
 ])
 def test_an_input_smaller_than_the_model_takes_is_refused_before_set_up(tmp_path: Path, overrides: list[str],
                                                                         expected: str) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", *overrides)
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", *overrides)
     assert_one_error_line(result, expected)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_an_unknown_torchvision_model_suggests_close_names(tmp_path: Path) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=torchvision", "model.name=nonexistent_net")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "model=torchvision", "model.name=nonexistent_net")
     assert_one_error_line(result, "model.name='nonexistent_net' is not a torchvision model", "did you mean")
 
 
 def test_uncached_pretrained_weights_name_the_file_and_its_folder(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=torchvision", "model.name=resnet18",
-                     "model.weights=DEFAULT")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "model=torchvision", "model.name=resnet18",
+                                "model.weights=DEFAULT")
     assert_one_error_line(result, "resnet18-f37072fd.pth", str(tmp_path / "torch" / "hub" / "checkpoints"))

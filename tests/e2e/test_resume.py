@@ -105,6 +105,7 @@ def test_a_mid_epoch_resume_with_another_batch_size_is_refused(stopped_run: Path
 FAST = ("trainer.limit_train_batches=4", "logger=none", "trainer.progress=none")
 
 
+@pytest.mark.slow  # three training runs; tests/unit/test_checkpoint.py covers the refusal and the extended lr
 def test_more_epochs_on_a_finished_cosine_schedule_need_extend_schedule(tmp_path: Path) -> None:
     """Refused with the lr it would train at; with trainer.extend_schedule=true, a fresh cosine from optim.lr over
     the added epochs (README, Reliability)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_json, run_cli, tree_digest
+from tests.conftest import REPO, read_json, run_cli, run_cli_in_process, tree_digest
 
 TINY = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=none",
         "trainer.progress=none")
@@ -63,7 +63,7 @@ def test_a_second_run_into_a_locked_dir_is_refused_and_touches_nothing(tmp_path:
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = tree_digest(run_dir)
-        result = run_cli(f"hydra.run.dir={run_dir}", *TINY)
+        result = run_cli_in_process(f"hydra.run.dir={run_dir}", *TINY)
         assert result.returncode == 2, result.stderr
         assert len(error_lines(result)) == 1 and f"is in use by another run (pid {holder.pid} " in result.stderr
         assert tree_digest(run_dir) == before
@@ -78,7 +78,7 @@ def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run: Path
     assert {".hydra/overrides.yaml", "train.log", ".lock", "summary.json"} <= before.keys()
     extra = {"train": [], "eval": ["mode=eval", f"ckpt={finished_run / 'checkpoints' / 'best.pt'}"],
              "summary": ["mode=summary"]}[mode]
-    result = run_cli(f"hydra.run.dir={finished_run}", *TINY, "seed=7", *extra)
+    result = run_cli_in_process(f"hydra.run.dir={finished_run}", *TINY, "seed=7", *extra)
     assert result.returncode == 2, result.stderr
     assert error_lines(result) == [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines(result)) == 1 and "already holds a run" in result.stderr
@@ -87,17 +87,17 @@ def test_a_refused_run_leaves_the_finished_run_byte_identical(finished_run: Path
 
 def test_a_run_that_fails_before_any_output_leaves_no_dir(tmp_path: Path) -> None:
     root = tmp_path / "out"
-    result = run_cli(f"paths.output_root={root}", *TINY, "optim.lr=-1")
+    result = run_cli_in_process(f"paths.output_root={root}", *TINY, "optim.lr=-1")
     assert result.returncode == 2 and "optim.lr" in result.stderr
     assert not root.exists()
     new, existing = tmp_path / "new" / "run", tmp_path / "existing"
     existing.mkdir()
     for run_dir in (new, existing):
-        assert run_cli(f"hydra.run.dir={run_dir}", *TINY, "optim.lr=-1").returncode == 2
+        assert run_cli_in_process(f"hydra.run.dir={run_dir}", *TINY, "optim.lr=-1").returncode == 2
     assert not (tmp_path / "new").exists()
     assert existing.is_dir()  # it existed before this run: never removed
     for flags in (["--cfg", "job"], ["--help"]):
-        assert run_cli(*flags, f"paths.output_root={root}").returncode == 0
+        assert run_cli_in_process(*flags, f"paths.output_root={root}").returncode == 0
     assert not root.exists()
 
 
