@@ -123,6 +123,7 @@ def test_more_epochs_on_a_finished_cosine_schedule_need_extend_schedule(tmp_path
     assert lrs == pytest.approx([lr, cos_anneal(lr, 0, 1 / 2)] * 2)
 
 
+@pytest.mark.slow  # a real diverging run; tests/unit/test_checkpoint.py covers the epoch checks
 def test_a_run_whose_weights_diverge_under_skip_nonfinite_fails_without_a_best_checkpoint(tmp_path: Path) -> None:
     """lr 1e30: the first step blows the weights up, every later batch is skipped and validation gives NaN."""
     result = run_cli(f"hydra.run.dir={tmp_path}", "trainer.skip_nonfinite=true", "optim.lr=1e30",

@@ -39,6 +39,7 @@ def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) ->
     assert "best_val_acc" in result.stdout and "failed" in result.stdout  # the printed table
 
 
+@pytest.mark.slow  # a 4-trial search
 def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *QUICK)
@@ -69,6 +70,7 @@ def test_an_optuna_search_whose_every_trial_fails_ends_with_one_line(tmp_path: P
     assert len(jobs) == 2 and all("trainer.max_epochs must be >= 1" in job["error"] for job in jobs)
 
 
+@pytest.mark.slow  # two jobs through the joblib plugin
 def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optim=sgd,adamw",
@@ -79,6 +81,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_p
     assert {read_json(sweep / job / "summary.json")["torch_threads"] for job in ("0", "1")} == {share}
 
 
+@pytest.mark.slow  # a job through the submitit plugin
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="hydra-submitit-launcher not installed")
 def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"

@@ -20,6 +20,7 @@ def metrics(run_dir: Path) -> dict:
     return {k: float(v) for k, v in read_csv(run_dir / "metrics.csv")[-1].items() if v}
 
 
+@pytest.mark.slow  # a 2-process torchrun job and a 1-process reference
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
 def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     work = tmp_path / "cwd"

@@ -116,6 +116,7 @@ def test_resnet50_trains_on_fake_data(tmp_path: Path) -> None:
     assert read_json(tmp_path / "run" / "summary.json")["params"] > 23_000_000
 
 
+@pytest.mark.slow  # a run of its own; tests/unit/test_scheduler.py covers the length
 def test_onecycle_length_follows_limit_train_batches_in_a_real_run(tmp_path: Path) -> None:
     """steps_per_epoch comes from the (limited) train loader: the lr logged after epoch 1 (3 batches) is the
     closed form at step 3 of 6."""
