@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,6 +34,20 @@ def _stop(err: TrainerError) -> NoReturn:
     """One `error:` line on stderr and the error's exit code (a callback's exceptions would be mere warnings)."""
     print(f"error: {err}", file=sys.stderr)
     sys.exit(err.exit_code)
+
+
+def _claim(folder: Path, explicit: bool, kind: str, refuse: Callable[[], None]) -> Path:
+    """Claim the run or sweep dir (`kind`): a dir the user named is first checked for a live holder and then by
+    `refuse` (it holds results); a default one is a new, unique dir. A refusal is one line and its exit code."""
+    try:
+        if explicit:
+            who = run_dirs.holder(folder)
+            if who is not None:
+                raise run_dirs.RunDirInUse(run_dirs.in_use_line(folder, who, kind))
+            refuse()
+        return run_dirs.claim(folder, fresh=not explicit, kind=kind)
+    except TrainerError as err:
+        _stop(err)
 
 
 def _user_set(config: DictConfig, key: str) -> bool:
@@ -64,15 +79,8 @@ class ClaimRunDir(Callback):
             return
         explicit = _user_set(config, "run.dir")
         run_dir = Path(str(config.hydra.run.dir))
-        try:
-            if explicit:
-                who = run_dirs.holder(run_dir)
-                if who is not None:
-                    raise run_dirs.RunDirInUse(run_dirs.in_use_line(run_dir, who))
-                run_dirs.refuse_to_overwrite(run_dir, str(config.mode), config.trainer.resume)
-            claimed = run_dirs.claim(run_dir, fresh=not explicit)
-        except TrainerError as err:
-            _stop(err)
+        claimed = _claim(run_dir, explicit, "run",
+                         lambda: run_dirs.refuse_to_overwrite(run_dir, str(config.mode), config.trainer.resume))
         if claimed != run_dir:
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.run.dir = str(claimed)
@@ -80,15 +88,8 @@ class ClaimRunDir(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         explicit = _user_set(config, "sweep.dir")
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            if explicit:
-                who = run_dirs.holder(sweep_dir)
-                if who is not None:
-                    raise run_dirs.RunDirInUse(run_dirs.in_use_line(sweep_dir, who, "sweep"))
-                run_dirs.refuse_sweep_dir(sweep_dir, config.trainer.resume)
-            claimed = run_dirs.claim(sweep_dir, fresh=not explicit, kind="sweep")
-        except TrainerError as err:
-            _stop(err)
+        claimed = _claim(sweep_dir, explicit, "sweep",
+                         lambda: run_dirs.refuse_sweep_dir(sweep_dir, config.trainer.resume))
         if claimed != sweep_dir:  # every job's config is composed again from these overrides
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.sweep.dir = str(claimed)
