@@ -136,6 +136,14 @@ def test_ema_follows_every_optimizer_step() -> None:
     assert not torch.equal(ema.module[0].weight, model[0].weight)
 
 
+def test_ema_counts_optimizer_steps_not_batches_and_averages_every_n() -> None:
+    model, optimizer, scheduler, scaler, prec = setup()
+    ema = create_ema(model, decay=0.5, every_n_steps=2)
+    train_epoch(model, toy_batches(batches=10), Regularization(), optimizer, scheduler, scaler,
+                LoopSettings(prec, accumulate=2), ema=ema)
+    assert (int(ema.n_steps), int(ema.n_averaged)) == (5, 2)
+
+
 @pytest.mark.parametrize("regularization", [Regularization(mixup_alpha=0.4), Regularization(cutmix_alpha=1.0),
                                             Regularization(label_smoothing=0.1)])
 def test_mixing_regularizers_still_learn(regularization: Regularization) -> None:

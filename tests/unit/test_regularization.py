@@ -1,11 +1,15 @@
-"""Label smoothing, mixup, cutmix and EMA match the guide's formulas on fixed tensors."""
+"""Label smoothing, class weights, mixup, cutmix and EMA match the guide's formulas on fixed tensors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from tests.conftest import compose
+from trainer.errors import ConfigError
+from trainer.schema import validate
 from trainer.training.ema import create_ema
 from trainer.training.regularization import MixedTargets, Regularization, cutmix
 
@@ -66,9 +70,93 @@ def test_ema_equals_the_closed_form_average() -> None:
         with torch.no_grad():
             model.weight.add_(float(step + 1))
         snapshots.append(model.weight.detach().clone())
-        ema.update_parameters(model)
+        ema.update(model)
     n = len(snapshots)
     # The first update copies; later ones blend: ema_N = d^(N-1) p_1 + (1 - d) * sum_k d^(N-k) p_k.
     expected = decay ** (n - 1) * snapshots[0] + sum((1 - decay) * decay ** (n - k) * snapshots[k - 1]
                                                      for k in range(2, n + 1))
     torch.testing.assert_close(ema.module.weight, expected)
+
+
+CPU = torch.device("cpu")
+
+
+def weighted_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_i w[y_i] * -log softmax(x_i)[y_i] / sum_i w[y_i]."""
+    w = weights[targets]
+    return (w * -logits.log_softmax(dim=1)[torch.arange(len(targets)), targets]).sum() / w.sum()
+
+
+def test_class_weights_weigh_each_sample_by_its_class() -> None:
+    torch.manual_seed(3)
+    logits, targets = torch.randn(6, 3), torch.tensor([0, 2, 1, 2, 2, 0])
+    reg = Regularization(class_weights=[1.0, 3.0, 0.5])
+    weights = reg.use_class_weights(targets, 3, CPU)
+    assert weights.tolist() == [1.0, 3.0, 0.5]
+    expected = weighted_ce(logits, targets, weights)
+    assert reg.loss(logits, targets).item() == pytest.approx(expected.item())
+    assert reg.loss(logits, targets).item() != pytest.approx(nn.CrossEntropyLoss()(logits, targets).item())
+
+
+def test_mixed_targets_use_the_weighted_loss() -> None:
+    torch.manual_seed(4)
+    logits, a, b = torch.randn(4, 3), torch.tensor([0, 1, 2, 2]), torch.tensor([2, 2, 0, 1])
+    reg = Regularization(mixup_alpha=0.4, class_weights=[2.0, 1.0, 0.25])
+    weights = reg.use_class_weights(a, 3, CPU)
+    expected = 0.3 * weighted_ce(logits, a, weights) + 0.7 * weighted_ce(logits, b, weights)
+    assert reg.loss(logits, MixedTargets(a, b, 0.3)).item() == pytest.approx(expected.item())
+
+
+def test_auto_class_weights_are_inverse_frequencies() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # N = 6 over 3 classes: w_c = 6 / (3 * n_c)
+    weights = Regularization(class_weights="auto").use_class_weights(labels, 3, CPU)
+    torch.testing.assert_close(weights, torch.tensor([6 / 9, 6 / 3, 6 / 6]))
+    # Every class then adds the same total weight: w_c * n_c = N / num_classes.
+    torch.testing.assert_close(weights * torch.bincount(labels), torch.full((3,), 2.0))
+
+
+def test_no_class_weights_keep_the_plain_loss() -> None:
+    logits, targets = torch.randn(3, 2), torch.tensor([0, 1, 1])
+    reg = Regularization()
+    assert reg.use_class_weights(targets, 2, CPU) is None
+    assert reg.loss(logits, targets).item() == pytest.approx(nn.CrossEntropyLoss()(logits, targets).item())
+
+
+def test_auto_refuses_a_class_with_no_training_labels() -> None:
+    with pytest.raises(ConfigError, match=r"regularization.class_weights=auto: class 1 ") as err:
+        Regularization(class_weights="auto").use_class_weights(torch.tensor([0, 2, 2]), 3, CPU)
+    assert "\n" not in str(err.value)
+
+
+def test_a_weight_list_of_the_wrong_length_names_both_numbers() -> None:
+    with pytest.raises(ConfigError) as err:
+        Regularization(class_weights=[1, 2]).use_class_weights(torch.tensor([0, 1, 2]), 3, CPU)
+    message = str(err.value)
+    assert "regularization.class_weights has 2 entries" in message and "3 classes" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("regularization.class_weights=auto", "auto"),
+    ("regularization.class_weights=[1,2.5,3]", [1.0, 2.5, 3.0]),
+    ("regularization.class_weights=null", None),
+])
+def test_class_weight_overrides_compose_validate_and_instantiate(override: str, expected) -> None:
+    cfg = compose(override, "regularization.ema_every_n_steps=4", "regularization.ema_warmup=true")
+    validate(cfg)
+    reg = instantiate(cfg.regularization)
+    assert reg.class_weights == expected
+    assert (reg.ema_every_n_steps, reg.ema_warmup) == (4, True)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("regularization.class_weights=[1,-2]", "regularization.class_weights must be null, auto or a non-empty list"),
+    ("regularization.class_weights=[]", "regularization.class_weights must be null, auto or a non-empty list"),
+    ("regularization.class_weights=often", "regularization.class_weights must be null, auto or a non-empty list"),
+    ("regularization.ema_every_n_steps=0", "regularization.ema_every_n_steps must be >= 1"),
+])
+def test_bad_class_weights_and_ema_intervals_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(compose(override))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from trainer.errors import TrainerError
+from trainer.training.ema import ModelEma
 from trainer.training.metrics import EpochStats, RunningStats
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import MixedTargets, Regularization
@@ -51,7 +51,7 @@ class LoopSettings:
 
 def train_epoch(model: nn.Module, batches: Batches, regularization: Regularization,
                 optimizer: torch.optim.Optimizer, scheduler: Scheduler, scaler: torch.amp.GradScaler,
-                settings: LoopSettings, *, ema: AveragedModel | None = None, stats: RunningStats | None = None,
+                settings: LoopSettings, *, ema: ModelEma | None = None, stats: RunningStats | None = None,
                 start_batch: int = 0, on_step: Callable[[int, float | None], None] = lambda done, loss: None,
                 after_step: Callable[[int, RunningStats], None] = lambda done, stats: None) -> EpochStats:
     """forward -> loss -> backward, and every `settings.accumulate` batches: clip -> step -> scheduler -> EMA.
@@ -105,7 +105,7 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler,
-                   scaler: torch.amp.GradScaler, ema: AveragedModel | None, grad_clip_norm: float | None) -> None:
+                   scaler: torch.amp.GradScaler, ema: ModelEma | None, grad_clip_norm: float | None) -> None:
     """Clip (after unscaling), step, clear the gradients, advance a per-step schedule, update the EMA."""
     if grad_clip_norm is not None:
         scaler.unscale_(optimizer)
@@ -115,7 +115,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     optimizer.zero_grad(set_to_none=True)
     scheduler.step_batch()
     if ema is not None:
-        ema.update_parameters(model)
+        ema.update(model)
 
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's weight for its auxiliary classifiers' losses

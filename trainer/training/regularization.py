@@ -1,4 +1,4 @@
-"""Regularizers that act on the batch and the loss: label smoothing, mixup and cutmix.
+"""Regularizers that act on the batch and the loss: label smoothing, class weights, mixup and cutmix.
 
 `Regularization` is what the `regularization` config group instantiates; the loop asks it to mix each
 training batch and to compute the loss against the (possibly mixed) targets.
@@ -6,10 +6,13 @@ training batch and to compute the loss against the (possibly mixed) targets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from trainer.errors import ConfigError, DataError
 
 
 @dataclass
@@ -28,7 +31,9 @@ class MixedTargets:
 class Regularization:
     def __init__(self, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  mix_prob: float = 1.0, dropout: float | None = None, stochastic_depth: float | None = None,
-                 ema_decay: float | None = None) -> None:
+                 ema_decay: float | None = None, ema_warmup: bool = False, ema_every_n_steps: int = 1,
+                 class_weights: str | Sequence[float] | None = None) -> None:
+        self.label_smoothing = label_smoothing
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
@@ -37,6 +42,24 @@ class Regularization:
         self.dropout = dropout
         self.stochastic_depth = stochastic_depth
         self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
+        self.ema_every_n_steps = ema_every_n_steps
+        # None, "auto" or one weight per class; use_class_weights() resolves it once the data set is known.
+        self.class_weights = (class_weights if class_weights is None or isinstance(class_weights, str)
+                              else [float(w) for w in class_weights])
+
+    def use_class_weights(self, train_labels: torch.Tensor, num_classes: int,
+                          device: torch.device) -> torch.Tensor | None:
+        """Weight the cross-entropy (mixed targets too) by `class_weights`; returns the weights, or None.
+
+        "auto" weighs class c by N / (num_classes * n_c) over the N training labels, so every class adds the same
+        total to the loss; a list gives one weight per class.
+        """
+        weights = resolve_class_weights(self.class_weights, train_labels, num_classes)
+        if weights is not None:
+            weights = weights.to(device)
+        self.criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=self.label_smoothing)
+        return weights
 
     @property
     def mixes(self) -> bool:
@@ -61,6 +84,28 @@ class Regularization:
             return targets.lam * self.criterion(logits, targets.a) + (1 - targets.lam) * self.criterion(
                 logits, targets.b)
         return self.criterion(logits, targets)
+
+
+def resolve_class_weights(class_weights: str | Sequence[float] | None, train_labels: torch.Tensor,
+                          num_classes: int) -> torch.Tensor | None:
+    """The float32 weight of each class for `regularization.class_weights` (None: no weights)."""
+    if class_weights is None:
+        return None
+    if class_weights != "auto":
+        if len(class_weights) != num_classes:
+            raise ConfigError(f"regularization.class_weights has {len(class_weights)} entries but the data set has "
+                              f"{num_classes} classes: give one weight per class, or use auto")
+        return torch.tensor([float(w) for w in class_weights], dtype=torch.float32)
+    labels = train_labels.detach().long().flatten().cpu()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"training labels span {int(labels.min())}..{int(labels.max())} but the data set has "
+                        f"{num_classes} classes")
+    counts = torch.bincount(labels, minlength=num_classes)
+    absent = (counts == 0).nonzero().flatten().tolist()
+    if absent:
+        raise ConfigError(f"regularization.class_weights=auto: class {absent[0]} has no training labels, so it has "
+                          "no inverse frequency; give a list of weights or null")
+    return (labels.numel() / (num_classes * counts.double())).float()
 
 
 def cutmix(inputs: torch.Tensor, donors: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
