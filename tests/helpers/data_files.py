@@ -1,4 +1,8 @@
-"""Tiny data sets written in the real on-disk formats: MNIST's IDX files, CIFAR's pickled batches, image trees."""
+"""Tiny data sets written in the real on-disk formats: MNIST's IDX files, CIFAR's pickled batches, image trees.
+
+Their train splits hold 6 images of each of 10 classes by default: enough for the default data.val_fraction
+(0.1 of each class, rounded) to hold out one image per class.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_mnist_like(root: Path, option: str, num_train: int = 12, num_test: int = 6) -> dict[str, np.ndarray]:
-    """`<root>/<MNIST|FashionMNIST>/raw/` with random 28x28 images and labels 0..9; returns the arrays."""
+def write_mnist_like(root: Path, option: str, num_train: int = 60, num_test: int = 6) -> dict[str, np.ndarray]:
+    """`<root>/<MNIST|FashionMNIST>/raw/` with random 28x28 images and labels 0..9 in turn; returns the arrays."""
     rng = np.random.default_rng(0)
     raw = root / FOLDERS[option] / "raw"
     raw.mkdir(parents=True)
@@ -39,18 +43,26 @@ def write_mnist_like(root: Path, option: str, num_train: int = 12, num_test: int
     return arrays
 
 
-def write_cifar(root: Path, option: str, per_batch: int = 4) -> dict[str, np.ndarray]:
-    """CIFAR's "python version": protocol-2 pickled dicts with N x 3072 uint8 rows; returns the arrays."""
+def write_cifar(root: Path, option: str, per_batch: int = 12) -> dict[str, np.ndarray]:
+    """CIFAR's "python version": protocol-2 pickled dicts with N x 3072 uint8 rows; returns the arrays.
+
+    5 * `per_batch` train images (CIFAR-10's five batches, CIFAR-100's one file) labelled 0..9 in turn, and
+    `per_batch` test images with random labels of all the classes.
+    """
     rng = np.random.default_rng(1)
     hundred = option == "cifar100"
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True)
     label_key, num_classes = ("fine_labels", 100) if hundred else ("labels", 10)
     train_names = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    train_size = 5 * per_batch // len(train_names)
     batches = {}
-    for name in [*train_names, "test" if hundred else "test_batch"]:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, num_classes, per_batch)]
+    for index, name in enumerate([*train_names, "test" if hundred else "test_batch"]):
+        test = index == len(train_names)
+        size = per_batch if test else train_size
+        data = rng.integers(0, 256, (size, 3072), dtype=np.uint8)
+        labels = [int(v) for v in (rng.integers(0, num_classes, size) if test
+                                   else (np.arange(size) + index * size) % 10)]
         batch = {"batch_label": name, "data": data, label_key: labels, "filenames": [f"{i}.png" for i in labels]}
         with (folder / name).open("wb") as handle:
             pickle.dump(batch, handle, protocol=2)
@@ -82,7 +94,7 @@ def data_overrides(option: str, root: Path) -> list[str]:
     elif option in ("cifar10", "cifar100"):
         write_cifar(root, option)
     elif option == "imagefolder":
-        write_image_tree(root / "train")
+        write_image_tree(root / "train", per_class=6)  # one val image per class at data.val_fraction=0.1
         return [f"data.train_dir={root / 'train'}", "data.num_classes=3", "data.image_size=16",
                 "data.num_workers=0", "data.batch_size=4"]
     elif option not in ("digits", "fake"):

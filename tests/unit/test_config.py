@@ -146,6 +146,7 @@ def test_experiment_options_compose(option: str) -> None:
     ("data.batch_size=0", "data.batch_size must be > 0"),
     ("data.num_workers=-1", "data.num_workers must be >= 0"),
     ("data.val_fraction=1.5", "data.val_fraction must be in (0, 1)"),
+    ("data.sampler=weighted", "data.sampler must be one of shuffle, balanced (got 'weighted')"),
     ("trainer.max_epochs=0", "trainer.max_epochs must be >= 1"),
     ("trainer.precision=8", "trainer.precision must be one of 32, bf16, 16"),
     ("trainer.device=tpu", "trainer.device must be auto, cpu, cuda or cuda:N"),

@@ -22,22 +22,31 @@ from tests.conftest import (
     write_mnist_like,
 )
 from trainer.data.files import load_array_pickle, require_files
-from trainer.errors import DataError
+from trainer.data.splits import stratified_split
+from trainer.errors import ConfigError, DataError
 
-# ---- MNIST-like and CIFAR: the official splits, decoded once, normalised with the set's constants
+# ---- MNIST-like and CIFAR: the official splits, decoded once, normalised with the set's constants; val is a
+# stratified part of the train split (data.val_fraction=0.1), test the official test split
 
 @pytest.mark.parametrize("option", ["mnist", "fashion_mnist"])
 def test_mnist_like_sets_load_idx_files(option: str, tmp_path: Path) -> None:
     arrays = write_mnist_like(tmp_path, option)
     datamodule = build(f"data={option}", f"data.root={tmp_path}")
     assert isinstance(datamodule.train_set, TensorDataset)  # the loader's fast batched path
-    assert (len(datamodule.train_set), len(datamodule.val_set)) == (12, 6)
+    assert (len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_set)) == (50, 10, 6)
+    train_idx, val_idx = stratified_split(torch.from_numpy(arrays["train_y"]), 0.1, 0)
     x, y = datamodule.train_set[5]
-    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and int(y) == arrays["train_y"][5]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and int(y) == arrays["train_y"][train_idx[5]]
     (mean,), (std,) = STATS[option]
-    expected = (torch.from_numpy(arrays["test_x"][2]).float() / 255 - mean) / std
-    torch.testing.assert_close(datamodule.val_set[2][0][0], expected)
-    assert datamodule.val_set.tensors[1].tolist() == arrays["test_y"].tolist()
+
+    def normalised(pixels: np.ndarray) -> torch.Tensor:
+        return (torch.from_numpy(pixels).float() / 255 - mean) / std
+
+    torch.testing.assert_close(datamodule.val_set[2][0][0], normalised(arrays["train_x"][val_idx[2]]))
+    assert datamodule.val_set.tensors[1].tolist() == arrays["train_y"][val_idx].tolist()
+    torch.testing.assert_close(datamodule.test_set[2][0][0], normalised(arrays["test_x"][2]))
+    assert datamodule.test_set.tensors[1].tolist() == arrays["test_y"].tolist()
+    assert not datamodule.val_is_test
     assert len(datamodule.classes) == 10
     assert datamodule.classes[0] == ("0 - zero" if option == "mnist" else "T-shirt/top")
 
@@ -46,16 +55,17 @@ def test_mnist_like_sets_load_idx_files(option: str, tmp_path: Path) -> None:
 def test_cifar_sets_load_pickled_batches(option: str, tmp_path: Path) -> None:
     arrays = write_cifar(tmp_path, option)
     datamodule = build(f"data={option}", f"data.root={tmp_path}")
-    num_train = 4 if option == "cifar100" else 20
-    assert (len(datamodule.train_set), len(datamodule.val_set)) == (num_train, 4)
-    x, y = datamodule.train_set[num_train - 1]
-    assert x.shape == (3, 32, 32) and int(y) == arrays["train_y"][-1]
+    assert (len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_set)) == (50, 10, 12)
+    train_idx, val_idx = stratified_split(torch.from_numpy(arrays["train_y"]), 0.1, 0)
+    x, y = datamodule.train_set[49]
+    assert x.shape == (3, 32, 32) and int(y) == arrays["train_y"][train_idx[-1]]
     mean, std = STATS[option]
     # Rows are channel-first: 1024 red values, then green, then blue.
-    raw = torch.from_numpy(arrays["train_x"][-1]).float().view(3, 32, 32) / 255
+    raw = torch.from_numpy(arrays["train_x"][train_idx[-1]]).float().view(3, 32, 32) / 255
     expected = (raw - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     torch.testing.assert_close(x, expected)
-    assert datamodule.val_set.tensors[1].tolist() == arrays["test_y"].tolist()
+    assert datamodule.val_set.tensors[1].tolist() == arrays["train_y"][val_idx].tolist()
+    assert datamodule.test_set.tensors[1].tolist() == arrays["test_y"].tolist()
     assert datamodule.classes == [f"class_{i}" for i in range(100 if option == "cifar100" else 10)]
 
 
@@ -67,16 +77,23 @@ def test_image_size_and_channels_are_applied_once_at_load(tmp_path: Path) -> Non
     assert torch.equal(x[0], x[2])  # the grey channel, repeated
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
-                    reason=f"the shared MNIST subset is not at {SHARED_DATA / 'MNIST' / 'raw'}")
-def test_shared_mnist_subset_loads_its_official_split() -> None:
-    datamodule = build("data=mnist", f"data.root={SHARED_DATA}")
-    assert (len(datamodule.train_set), len(datamodule.val_set)) == (8000, 2000)
-    # Class counts from shared/data/README.md: the test split is the val set.
-    assert torch.bincount(datamodule.val_set.tensors[1]).tolist() == [200, 225, 198, 206, 196, 173, 203, 214,
-                                                                       189, 196]
-    images = datamodule.train_set.tensors[0]
-    assert abs(images.mean().item()) < 0.05 and abs(images.std().item() - 1) < 0.05  # MNIST's mean/std fit
+def test_val_fraction_zero_validates_on_the_official_test_split(tmp_path: Path) -> None:
+    arrays = write_cifar(tmp_path, "cifar10")
+    for in_memory in ("false", "true"):
+        datamodule = build("data=cifar10", f"data.root={tmp_path}", "data.val_fraction=0",
+                           f"data.in_memory={in_memory}")
+        assert (len(datamodule.train_set), len(datamodule.val_set)) == (60, 12)
+        assert datamodule.val_set is datamodule.test_set and datamodule.val_is_test
+        assert datamodule.val_set.tensors[1].tolist() == arrays["test_y"].tolist()
+
+
+def test_a_val_fraction_that_holds_out_nothing_names_the_key(tmp_path: Path) -> None:
+    write_mnist_like(tmp_path, "mnist", num_train=20)  # 2 per class: round(2 * 0.1) is 0 for every class
+    with pytest.raises(DataError, match=r"^data.val_fraction=0.1 leaves an empty val part of data=mnist's train "
+                                        r"split \(20 images; .*\): raise it or add images$"):
+        build("data=mnist", f"data.root={tmp_path}")
+    with pytest.raises(ConfigError, match=r"data.val_fraction must be in \[0, 1\) \(0 validates on the official"):
+        build("data=mnist", f"data.root={tmp_path}", "data.val_fraction=1")
 
 
 # ---- missing and malformed files: one line, naming the folder and the files expected
@@ -186,13 +203,13 @@ def test_imagefolder_reads_train_and_val_dirs(tmp_path: Path) -> None:
 
 
 def test_imagefolder_grey_decoding(tmp_path: Path) -> None:
-    train = write_image_tree(tmp_path / "train")
+    train = write_image_tree(tmp_path / "train", per_class=6)
     datamodule = build("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.image_size=8",
                        "data.in_channels=1", "data.mean=[0.5]", "data.std=[0.5]", "data.num_workers=0")
     assert datamodule.train_set[0][0].shape == (1, 8, 8)
 
 
-def test_imagefolder_without_val_dir_holds_out_a_seeded_split(tmp_path: Path) -> None:
+def test_imagefolder_without_val_dir_holds_out_a_seeded_stratified_split(tmp_path: Path) -> None:
     train = write_image_tree(tmp_path / "train", per_class=4)
     args = ("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.image_size=8",
             "data.val_fraction=0.25", "data.num_workers=0")
@@ -200,8 +217,48 @@ def test_imagefolder_without_val_dir_holds_out_a_seeded_split(tmp_path: Path) ->
     val_idx, train_idx = first.val_set.dataset.indices, first.train_set.dataset.indices
     assert len(val_idx) == 3 and len(train_idx) == 9
     assert sorted(val_idx + train_idx) == list(range(12))
+    assert [first.val_set.dataset.dataset.targets[i] for i in val_idx] == [0, 1, 2]  # one image of each class
+    assert first.train_labels().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert again.val_set.dataset.indices == val_idx
     assert other.val_set.dataset.indices != val_idx
+    assert first.test_set is None and not first.val_is_test
+
+
+def test_imagefolder_test_dir_is_a_test_set_with_the_eval_transform(tmp_path: Path) -> None:
+    train, test = write_image_tree(tmp_path / "train", per_class=6), write_image_tree(tmp_path / "test", per_class=2)
+    args = ("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.image_size=16",
+            "data.num_workers=0", "augment=basic")
+    datamodule = build(*args, f"data.test_dir={test}")
+    assert (len(datamodule.train_set), len(datamodule.val_set), len(datamodule.test_set)) == (15, 3, 6)
+    x, y = datamodule.test_set[2]  # dog/0.png: a flat colour, resized and centre-cropped, never augmented
+    colour = torch.tensor(TREE_COLOURS["dog"]).float() / 255
+    expected = (colour - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert x.shape == (3, 16, 16) and y == 1
+    torch.testing.assert_close(x, expected.view(3, 1, 1).expand(3, 16, 16), atol=1e-3, rtol=0)
+    other = write_image_tree(tmp_path / "other", per_class=1, classes=("cat", "dog"))
+    with pytest.raises(DataError, match=r"data.test_dir .*other and data.train_dir .* need the same class folders: "
+                                        r"missing from test_dir \['emu'\], only in test_dir \[\]"):
+        build(*args, f"data.test_dir={other}")
+
+
+def test_sets_without_a_test_split_have_no_test_loader() -> None:
+    digits = build("data=digits")
+    assert digits.test_set is None and not digits.val_is_test
+    with pytest.raises(RuntimeError, match="DigitsDataModule has no test set"):
+        digits.test_loader()
+
+
+def test_fake_test_size_adds_a_test_split_of_its_own_images() -> None:
+    args = ("data=fake", "data.train_size=8", "data.val_size=4", "data.batch_size=4")
+    assert build(*args).test_set is None
+    datamodule = build(*args, "data.test_size=4")
+    from torchvision.datasets import FakeData
+
+    assert isinstance(datamodule.test_set, FakeData) and len(datamodule.test_set) == 4
+    assert datamodule.test_set.random_offset == 12  # after the train and val images
+    test_x, _ = next(iter(datamodule.test_loader()))
+    val_x, _ = next(iter(datamodule.val_loader()))
+    assert test_x.shape == val_x.shape == (4, 3, 32, 32) and not torch.equal(test_x, val_x)
 
 
 def test_imagefolder_empty_folder_is_a_data_error(tmp_path: Path) -> None:
@@ -228,7 +285,7 @@ def test_imagefolder_class_mismatch_is_a_data_error(tmp_path: Path) -> None:
 # ---- loaders
 
 def test_loaders_use_workers_and_pinning_when_asked(tmp_path: Path) -> None:
-    train = write_image_tree(tmp_path / "train")
+    train = write_image_tree(tmp_path / "train", per_class=6)
     datamodule = build("data=imagefolder", f"data.train_dir={train}", "data.num_classes=3", "data.image_size=8",
                        "data.num_workers=2", "data.batch_size=4")
     loader = datamodule.train_loader(seed=0, pin_memory=True)

@@ -60,7 +60,7 @@ def with_ids(datamodule, count: int) -> None:
 # ---- the device path gives the DataLoader path's batches
 
 def assert_loaders_agree(loader_path: DataModule, device_path: DataModule, device: str) -> None:
-    """Same train batches in epochs 0 and 3, and the same val batches, within 1e-6."""
+    """Same train batches in epochs 0 and 3, and the same val (and test) batches, within 1e-6."""
     reference, on_device = loader_path.train_loader(7), device_path.train_loader(7, device=torch.device(device))
     for epoch in (0, 3):
         loader_path.set_train_epoch(epoch)
@@ -71,6 +71,10 @@ def assert_loaders_agree(loader_path: DataModule, device_path: DataModule, devic
         assert_same_batches(batches(on_device), batches(reference), atol=1e-6)
     val = batches(device_path.val_loader(device=torch.device(device)))
     assert_same_batches(val, batches(loader_path.val_loader()), atol=1e-6)
+    assert (device_path.test_set is None) == (loader_path.test_set is None)
+    if loader_path.test_set is not None:
+        test = batches(device_path.test_loader(device=torch.device(device)))
+        assert_same_batches(test, batches(loader_path.test_loader()), atol=1e-6)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -81,10 +85,11 @@ def test_unaugmented_digits_batches_equal_the_dataloader_batches(device: str) ->
 @pytest.mark.parametrize("option", ["mnist", "cifar10", "fake"])
 def test_unaugmented_uint8_batches_equal_the_dataloader_batches(option: str, tmp_path: Path) -> None:
     if option == "mnist":
-        write_mnist_like(tmp_path, option, num_train=50, num_test=20)
+        write_mnist_like(tmp_path, option, num_train=60, num_test=20)
     elif option == "cifar10":
-        write_cifar(tmp_path, option, per_batch=10)
-    sizes = ["data.train_size=40", "data.val_size=20"] if option == "fake" else [f"data.root={tmp_path}"]
+        write_cifar(tmp_path, option, per_batch=12)
+    sizes = (["data.train_size=40", "data.val_size=20", "data.test_size=20"] if option == "fake"
+             else [f"data.root={tmp_path}"])
     cfg = compose(f"data={option}", "data.batch_size=16", *sizes)
     validate(cfg)
     loader_path = build_data(cfg)

@@ -11,8 +11,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, TensorDataset
 
 from trainer.data.batch_augment import BatchAugment
+from trainer.data.capabilities import SAMPLERS
 from trainer.data.in_memory import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
-from trainer.data.sampler import EpochSampler, check_shard
+from trainer.data.sampler import EpochSampler, check_shard, class_balance_weights
+from trainer.data.splits import dataset_labels
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,34 +29,43 @@ def seed_worker(worker_id: int) -> None:
 
 
 class DataModule:
-    """Builds `train_set` and `val_set` in `setup()`; subclasses implement `build()`.
+    """Builds `train_set`, `val_set` and `test_set` in `setup()`; subclasses implement `build()`.
 
-    `build(augment)` applies the augment option's ops to training images only (see trainer/data/augment.py);
-    with no augmentation, in-memory sets return `TensorDataset`s, which `_loader` batches by indexing.
-    Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py).
-    With `in_memory`, subclasses implement `tensor_splits()` instead: `train_set` and `val_set` then hold the
-    decoded (not normalised) tensors, and the loaders batch, augment and normalise them on the device.
+    `build(augment)` returns (train, val, test or None) and applies the augment option's ops to training images
+    only (see trainer/data/augment.py); with no augmentation, in-memory sets return `TensorDataset`s, which
+    `_loader` batches by indexing. `val_set` picks the best checkpoint; `test_set` (None when the data set has no
+    test split) is for scoring once after training, and is `val_set` itself when `val_is_test`.
+    Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py), drawn class-
+    balanced with `sampler="balanced"`.
+    With `in_memory`, subclasses implement `tensor_splits()` instead: the sets then hold the decoded (not
+    normalised) tensors, and the loaders batch, augment and normalise them on the device.
     Subclasses implement `normalization()`, the one source of the mean/std that both paths normalise with
     and that `inference_info()` hands to predict/export through the checkpoint.
     """
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
-                 image_size: int, in_memory: bool = False) -> None:
+                 image_size: int, in_memory: bool = False, sampler: str = "shuffle") -> None:
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"data.sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size
         self.in_memory = in_memory
+        self.sampler = sampler
         self.classes: list[str] = [str(i) for i in range(num_classes)]
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
         self.shuffle_train = True
         self.batch_augment: BatchAugment | None = None
         self._worker_seeds: torch.Generator | None = None
         self._device_train: DeviceTrainBatches | None = None
+        self._train_labels: tuple[Dataset, torch.Tensor] | None = None
 
-    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, Dataset | None]:
+        """(train, val, test), the test set None when the data set has no test split."""
         raise NotImplementedError
 
     def normalization(self) -> tuple[list[float], list[float]]:
@@ -89,17 +100,37 @@ class DataModule:
 
     def setup(self, augment: Augment | None = None) -> None:
         if not self.in_memory:
-            self.train_set, self.val_set = self.build(augment)
+            self.train_set, self.val_set, self.test_set = self.build(augment)
             return
         self.batch_augment = BatchAugment.from_augment(augment, self.image_size)  # fails before any decoding
         splits = self.tensor_splits(augment)
         self.train_set = TensorDataset(splits.train_images, splits.train_labels)
         self.val_set = TensorDataset(splits.val_images, splits.val_labels)
+        if splits.test_images is None:
+            self.test_set = None
+        elif splits.test_images is splits.val_images and splits.test_labels is splits.val_labels:
+            self.test_set = self.val_set
+        else:
+            self.test_set = TensorDataset(splits.test_images, splits.test_labels)
+
+    @property
+    def val_is_test(self) -> bool:
+        """Whether the val set is the official test split itself (stored sets with data.val_fraction=0): a
+        "best" checkpoint chosen on it has seen the test set, so its score there is not an unbiased one."""
+        return self.val_set is not None and self.val_set is self.test_set
+
+    def train_labels(self) -> torch.Tensor:
+        """The int64 labels of `train_set`, in its index order (read once per train set, then kept)."""
+        if self.train_set is None:
+            raise RuntimeError(f"{type(self).__name__}.train_labels() needs setup() first")
+        if self._train_labels is None or self._train_labels[0] is not self.train_set:
+            self._train_labels = self.train_set, dataset_labels(self.train_set)
+        return self._train_labels[1]
 
     def overfit(self, num_batches: int) -> None:
         """Train and validate on the same first `num_batches` training batches, in a fixed order.
 
-        With `in_memory` the val batches are these images without augmentation.
+        With `in_memory` the val batches are these images without augmentation. `test_set` stays as it was.
         """
         count = min(len(self.train_set), num_batches * self.batch_size)
         if self.in_memory:
@@ -124,12 +155,14 @@ class DataModule:
 
     def train_loader(self, seed: int, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
                      world_size: int = 1) -> DataLoader | DeviceTrainBatches:
-        """Shuffled by `self.train_sampler`, this rank's shard only; call `set_train_epoch` before each epoch.
+        """Shuffled by `self.train_sampler` (class-balanced draws with `sampler="balanced"`), this rank's shard
+        only; call `set_train_epoch` before each epoch.
 
         `device` is where `in_memory` batches are made (None: the CPU); the DataLoader path ignores it.
         """
+        weights = class_balance_weights(self.train_labels()) if self.sampler == "balanced" else None
         self.train_sampler = EpochSampler(len(self.train_set), self.batch_size, self.shuffle_train, seed, rank,
-                                          world_size)
+                                          world_size, weights)
         if self.in_memory:
             images, labels = (tensor.to(device or "cpu") for tensor in self.train_set.tensors)
             self._worker_seeds = None
@@ -153,12 +186,24 @@ class DataModule:
     def val_loader(self, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
                    world_size: int = 1) -> DataLoader | DeviceValBatches:
         """The val set in order; with `world_size` > 1, rank r gets samples r, r + world_size, ... (no padding)."""
+        return self._eval_loader(self.val_set, pin_memory, device, rank, world_size)
+
+    def test_loader(self, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
+                    world_size: int = 1) -> DataLoader | DeviceValBatches:
+        """The test set in order, sharded as `val_loader`; a RuntimeError when `test_set` is None."""
+        if self.test_set is None:
+            raise RuntimeError(f"{type(self).__name__} has no test set (digits, fake with data.test_size=0 and "
+                               "imagefolder without data.test_dir have none): check test_set first")
+        return self._eval_loader(self.test_set, pin_memory, device, rank, world_size)
+
+    def _eval_loader(self, dataset: Dataset, pin_memory: bool, device: torch.device | None, rank: int,
+                     world_size: int) -> DataLoader | DeviceValBatches:
         check_shard(rank, world_size)
         if self.in_memory:
-            images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in self.val_set.tensors)
+            images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in dataset.tensors)
             return DeviceValBatches(images, labels, self._normalizer(device), self.batch_size)
-        sampler = SequentialSampler(self.val_set) if world_size == 1 else range(rank, len(self.val_set), world_size)
-        return self._loader(self.val_set, sampler, pin_memory, torch.Generator())
+        sampler = SequentialSampler(dataset) if world_size == 1 else range(rank, len(dataset), world_size)
+        return self._loader(dataset, sampler, pin_memory, torch.Generator())
 
     def _normalizer(self, device: torch.device | None) -> Normalizer:
         return Normalizer(*self.normalization(), torch.device(device or "cpu"))

@@ -5,3 +5,7 @@
 """
 
 IN_MEMORY_OPTIONS: tuple[str, ...] = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "cifar100")
+
+# `data.sampler`: how the training order is drawn each epoch (see trainer/data/sampler.py). shuffle: a seeded
+# permutation; balanced: a seeded draw with replacement, each sample weighted by 1 / its class's count.
+SAMPLERS: tuple[str, ...] = ("shuffle", "balanced")

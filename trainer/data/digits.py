@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from trainer.data.base import DataModule
 from trainer.data.in_memory import TensorSplits
+from trainer.data.splits import stratified_split
 from trainer.data.transforms import TransformedDataset, train_transform
 from trainer.errors import DataError
 
@@ -53,7 +54,8 @@ class DigitsDataModule(DataModule):
         self._train_stats: tuple[float, float] | None = None
 
     def split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] at image_size and in_channels, labels, and the seeded train / val indices.
+        """Images in [0, 1] at image_size and in_channels, labels, and the seeded, class-stratified train / val
+        indices (each sorted; see trainer/data/splits.py).
 
         Also keeps the train split's pixel mean and std, which `normalization()` returns.
         """
@@ -66,11 +68,9 @@ class DigitsDataModule(DataModule):
         if self.in_channels != 1:
             images = images.expand(-1, self.in_channels, -1, -1).contiguous()
 
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-        num_val = int(round(len(labels) * self.val_fraction))
-        train_idx = order[num_val:]
+        train_idx, val_idx = stratified_split(labels, self.val_fraction, self.split_seed, "data=digits")
         self._train_stats = images[train_idx].mean().item(), images[train_idx].std().item()
-        return images, labels, train_idx, order[:num_val]
+        return images, labels, train_idx, val_idx
 
     def normalization(self) -> tuple[list[float], list[float]]:
         """The train split's pixel mean and std (one value for all pixels, repeated per channel)."""
@@ -79,16 +79,18 @@ class DigitsDataModule(DataModule):
         mean, std = self._train_stats
         return [mean] * self.in_channels, [std] * self.in_channels
 
-    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, None]:
+        """Train and val sets; digits has no test split."""
         images, labels, train_idx, val_idx = self.split()
         (mean, *_), (std, *_) = self.normalization()
         normalised = (images - mean) / std
         val = TensorDataset(normalised[val_idx], labels[val_idx])
         if augment is None:
-            return TensorDataset(normalised[train_idx], labels[train_idx]), val
+            return TensorDataset(normalised[train_idx], labels[train_idx]), val, None
 
         transform = train_transform(augment, *self.normalization())
-        return TransformedDataset(TensorDataset(quantise(images[train_idx]), labels[train_idx]), transform), val
+        train = TransformedDataset(TensorDataset(quantise(images[train_idx]), labels[train_idx]), transform)
+        return train, val, None
 
     def tensor_splits(self, augment: Augment | None = None) -> TensorSplits:
         """For `in_memory`: float pixels in [0, 1], the training ones quantised to uint8 as `build` does when

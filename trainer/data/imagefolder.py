@@ -1,8 +1,8 @@
 """Any folder tree of images, one sub-folder per class (torchvision's ImageFolder), decoded per sample.
 
-Validation images are resized to image_size / crop_fraction and centre-cropped to image_size; training images
-get the same unless the augment option crops to size itself. With no `val_dir`, a seeded `val_fraction` of
-`train_dir` is held out.
+Validation and test images are resized to image_size / crop_fraction and centre-cropped to image_size; training
+images get the same unless the augment option crops to size itself. With no `val_dir`, a seeded, class-stratified
+`val_fraction` of `train_dir` is held out. `test_dir` (optional) holds the test split, scored once after training.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from trainer.data.base import DataModule
+from trainer.data.splits import stratified_split
 from trainer.data.transforms import TransformedDataset, eval_transform, resize_ops, train_transform
 from trainer.errors import DataError
 
@@ -71,10 +71,12 @@ def scan_folder(key: str, folder: Path, mode: str) -> ImageFolder:
 class ImageFolderDataModule(DataModule):
     def __init__(self, train_dir: str, val_dir: str | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, crop_fraction: float = 0.875, mean: list[float] = (0.485, 0.456, 0.406),
-                 std: list[float] = (0.229, 0.224, 0.225), skip_corrupt: bool = False, **common) -> None:
+                 std: list[float] = (0.229, 0.224, 0.225), skip_corrupt: bool = False, test_dir: str | None = None,
+                 **common) -> None:
         super().__init__(**common)
         self.train_dir = Path(train_dir).expanduser()
         self.val_dir = Path(val_dir).expanduser() if val_dir else None
+        self.test_dir = Path(test_dir).expanduser() if test_dir else None
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.crop_fraction = crop_fraction
@@ -90,40 +92,54 @@ class ImageFolderDataModule(DataModule):
         """The short side to image_size / crop_fraction, then a centre crop of image_size."""
         return {"resize": round(self.image_size / self.crop_fraction), "center_crop": self.image_size}
 
-    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset]:
+    def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, Dataset | None]:
+        """Train and val sets (val_dir, or a held-out part of train_dir), and test_dir's set or None."""
         mode = "L" if self.in_channels == 1 else "RGB"
-        train = scan_folder("train_dir", self.train_dir, mode)
+        train = self.scan("train_dir", self.train_dir, mode)
+        self.check_train_classes(train)
+        self.classes = list(train.classes)
+        fit = resize_ops(**self.eval_resize())
+        train_tf = train_transform(augment, *self.normalization(), fit)
+        eval_tf = eval_transform(*self.normalization(), fit)
+
+        if self.val_dir is None:
+            train_idx, val_idx = stratified_split(train.targets, self.val_fraction, self.split_seed,
+                                                  f"data.train_dir {self.train_dir}")
+            train_set: Dataset = TransformedDataset(Subset(train, train_idx.tolist()), train_tf)
+            val_set: Dataset = TransformedDataset(Subset(train, val_idx.tolist()), eval_tf)
+        else:
+            val_set = self.scan_like(train, "val_dir", self.val_dir, mode)
+            train.transform, val_set.transform = train_tf, eval_tf
+            train_set = train
+        test_set = None
+        if self.test_dir is not None:
+            test_set = self.scan_like(train, "test_dir", self.test_dir, mode)
+            test_set.transform = eval_tf
+        if self.skipped_corrupt:
+            log.warning("data.skip_corrupt: skipped %d unreadable image(s)", self.skipped_corrupt)
+        return train_set, val_set, test_set
+
+    def scan(self, key: str, folder: Path, mode: str) -> ImageFolder:
+        """`scan_folder`, less the unreadable images with `skip_corrupt` (counted in `skipped_corrupt`)."""
+        found = scan_folder(key, folder, mode)
         if self.skip_corrupt:
-            self.skipped_corrupt += drop_corrupt(train)
+            self.skipped_corrupt += drop_corrupt(found)
+        return found
+
+    def check_train_classes(self, train: ImageFolder) -> None:
         if len(train.classes) < 2:
             raise DataError(f"data.train_dir {self.train_dir} has one class folder ({train.classes[0]}), but a "
                             "classifier needs at least 2 classes: add a sub-folder of images for each other class")
         if len(train.classes) != self.num_classes:
             raise DataError(f"data.train_dir {self.train_dir} has {len(train.classes)} class folders but "
                             f"data.num_classes={self.num_classes}: set data.num_classes={len(train.classes)}")
-        self.classes = list(train.classes)
-        fit = resize_ops(**self.eval_resize())
-        train_tf = train_transform(augment, *self.normalization(), fit)
-        val_tf = eval_transform(*self.normalization(), fit)
 
-        if self.val_dir is None:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-            num_val = int(round(len(train) * self.val_fraction))
-            if not 0 < num_val < len(train):
-                raise DataError(f"data.train_dir {self.train_dir} has {len(train)} images: too few to hold out "
-                                f"data.val_fraction={self.val_fraction} of them; add images or set data.val_dir")
-            return (TransformedDataset(Subset(train, order[num_val:]), train_tf),
-                    TransformedDataset(Subset(train, order[:num_val]), val_tf))
-
-        val = scan_folder("val_dir", self.val_dir, mode)
-        if self.skip_corrupt:
-            self.skipped_corrupt += drop_corrupt(val)
-        if self.skipped_corrupt:
-            log.warning("data.skip_corrupt: skipped %d unreadable image(s)", self.skipped_corrupt)
-        if val.classes != train.classes:
-            missing = sorted(set(train.classes) - set(val.classes))
-            extra = sorted(set(val.classes) - set(train.classes))
-            raise DataError(f"data.val_dir {self.val_dir} and data.train_dir {self.train_dir} need the same class "
-                            f"folders: missing from val_dir {missing}, only in val_dir {extra}")
-        train.transform, val.transform = train_tf, val_tf
-        return train, val
+    def scan_like(self, train: ImageFolder, key: str, folder: Path, mode: str) -> ImageFolder:
+        """The folder of data.`key`, which must have train_dir's class folders."""
+        found = self.scan(key, folder, mode)
+        if found.classes != train.classes:
+            missing = sorted(set(train.classes) - set(found.classes))
+            extra = sorted(set(found.classes) - set(train.classes))
+            raise DataError(f"data.{key} {folder} and data.train_dir {self.train_dir} need the same class "
+                            f"folders: missing from {key} {missing}, only in {key} {extra}")
+        return found

@@ -22,12 +22,15 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class TensorSplits:
-    """Decoded train and val images (N x C x H x W, uint8 or float in [0, 1]) and int64 labels."""
+    """Decoded train, val and (where the set has one) test images (N x C x H x W, uint8 or float in [0, 1]) and
+    int64 labels. Test tensors that are the val tensors themselves (`is`) mean "the val set is the test set"."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
     val_images: torch.Tensor
     val_labels: torch.Tensor
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 class Normalizer:
@@ -96,7 +99,7 @@ class DeviceTrainBatches:
 
 
 class DeviceValBatches:
-    """Validation batches on `device`, in order: this rank's samples `rank, rank + world_size, ...`, unpadded."""
+    """Validation (or test) batches on `device`, in order: this rank's samples `rank, rank + world_size, ...`."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalizer: Normalizer, batch_size: int) -> None:
         self.images = images

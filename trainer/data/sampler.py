@@ -15,6 +15,13 @@ def check_shard(rank: int, world_size: int) -> None:
         raise ValueError(f"need 0 <= rank < world_size (got rank={rank}, world_size={world_size})")
 
 
+def class_balance_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights 1 / (the count of the sample's class), as float64: every class is drawn equally often."""
+    labels = labels.to(torch.int64)
+    counts = torch.bincount(labels).to(torch.float64)
+    return counts[labels].reciprocal()
+
+
 class EpochSampler(Sampler[int]):
     """Indices for one epoch, shuffled by a generator seeded from (seed, epoch), from batch `start_batch` on.
 
@@ -23,17 +30,24 @@ class EpochSampler(Sampler[int]):
     With `world_size` > 1 it shards like DistributedSampler: every rank draws the same permutation, pads it
     to a multiple of `world_size` by repeating its first indices, and takes every `world_size`-th one from
     `rank` on; `start_batch` then counts batches of the rank's shard.
+
+    With per-sample `weights` (`data.sampler=balanced`: see `class_balance_weights`) a shuffled epoch is
+    `length` indices drawn with replacement in proportion to them, from the same (seed, epoch) generator, so
+    resume and sharding work as for a permutation.
     """
 
     def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, weights: torch.Tensor | None = None) -> None:
         check_shard(rank, world_size)
+        if weights is not None and weights.shape != (length,):
+            raise ValueError(f"need one weight per sample ({length}), got weights of shape {tuple(weights.shape)}")
         self.length = length
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.weights = weights
         self.epoch = 0
         self.start_batch = 0
 
@@ -57,7 +71,9 @@ class EpochSampler(Sampler[int]):
 
     def epoch_order(self) -> torch.Tensor:
         """This rank's indices for the whole epoch (ignoring `start_batch`), as an int64 CPU tensor."""
-        if self.shuffle:
+        if self.shuffle and self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=self.epoch_generator())
+        elif self.shuffle:
             order = torch.randperm(self.length, generator=self.epoch_generator())
         else:
             order = torch.arange(self.length)

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING, SI
 
-from trainer.data.capabilities import IN_MEMORY_OPTIONS
+from trainer.data.capabilities import IN_MEMORY_OPTIONS, SAMPLERS
 from trainer.schema.checks import require
 
 
@@ -22,9 +22,11 @@ class DataConfig:
     in_channels: int = MISSING
     image_size: int = MISSING
     in_memory: bool = False  # true: decode once onto the training device; batch and augment there (augment=none|basic)
+    sampler: str = "shuffle"  # shuffle: a seeded permutation per epoch; balanced: seeded draws, every class as often
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(self.sampler in SAMPLERS, "sampler", f"one of {', '.join(SAMPLERS)}", self.sampler)
         require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
         require(self.num_classes >= 2, "num_classes", ">= 2", self.num_classes)
         require(self.in_channels >= 1, "in_channels", ">= 1", self.in_channels)
@@ -37,7 +39,7 @@ class DigitsConfig(DataConfig):
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 8  # set larger (e.g. 32) to upsample once, for models that need more pixels
-    val_fraction: float = 0.2  # held out with a fixed seeded split
+    val_fraction: float = 0.2  # held out per class with a fixed seeded split (digits has no test split)
     split_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,16 +56,22 @@ class FakeConfig(DataConfig):
     image_size: int = 32
     train_size: int = 256
     val_size: int = 64
+    test_size: int = 0  # > 0: a test split of its own random images, scored once after training
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.train_size > 0, "train_size", "> 0", self.train_size)
         require(self.val_size > 0, "val_size", "> 0", self.val_size)
+        require(self.test_size >= 0, "test_size", ">= 0", self.test_size)
 
 
 @dataclass
 class StoredDataConfig(DataConfig):
-    """A fixed data set read from files under `root`; `download` lets torchvision fetch missing ones."""
+    """A fixed data set read from files under `root`; `download` lets torchvision fetch missing ones.
+
+    A seeded, class-stratified `val_fraction` of the official train split is the val set (it picks best.pt);
+    the official test split is scored once after training. `val_fraction` 0 validates on the test split.
+    """
 
     known_classes: ClassVar[int] = 10
     allowed_channels: ClassVar[tuple[int, ...]] = (1, 3)
@@ -72,9 +80,13 @@ class StoredDataConfig(DataConfig):
     download: bool = False  # true: torchvision may fetch missing files
     batch_size: int = 128
     num_classes: int = 10
+    val_fraction: float = 0.1  # of each class of the train split, held out for validation; 0: validate on test
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1) (0 validates on the official test split)",
+                self.val_fraction)
         require(self.num_classes == self.known_classes, "num_classes", f"{self.known_classes} for this data set",
                 self.num_classes)
         require(self.in_channels in self.allowed_channels, "in_channels", self.channels_rule, self.in_channels)
@@ -117,7 +129,8 @@ class ImageFolderConfig(DataConfig):
     in_channels: int = 3  # 1 decodes as grey (then give one mean and one std)
     image_size: int = 224  # eval: resize to image_size / crop_fraction, centre-crop image_size
     train_dir: str = MISSING  # <train_dir>/<class>/<image>
-    val_dir: str | None = None  # same class folders as train_dir; null: hold out val_fraction of train_dir
+    val_dir: str | None = None  # same class folders as train_dir; null: hold out val_fraction of each class
+    test_dir: str | None = None  # same class folders as train_dir: the test split, scored once after training
     val_fraction: float = 0.1
     split_seed: int = 0
     crop_fraction: float = 0.875
