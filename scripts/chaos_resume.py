@@ -5,8 +5,9 @@
 
 Each trial starts `python -m trainer ... trainer.resume=auto` in its own run dir, sends SIGKILL (or, in
 some trials, SIGTERM) after a random delay (mid-step, mid-validation, mid-checkpoint-write), and starts it
-again until it exits 0. The final weights must be bitwise identical to an uninterrupted run's, and
-metrics.csv identical byte for byte. Prints `N/N identical` when every trial matches.
+again until it exits 0. The final weights must be bitwise identical to an uninterrupted run's, metrics.csv
+identical byte for byte, the same checkpoints kept, and the run stopped early alike. Prints `N/N identical`
+when every trial matches.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from pathlib import Path
 from trainer.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PREEMPTED
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB = ["trainer.deterministic=true", "trainer.max_epochs=3", "trainer.checkpoint_every_n_steps=4",
-       "regularization.ema_decay=0.9", "model.dropout=0.1", "logger=none", "trainer.progress=none", "seed=7"]
+# Early stopping with a min_delta no epoch can beat ends the run after epoch 3 of 4: its count of epochs without
+# improvement, like the top-2 checkpoints kept, must survive every kill.
+JOB = ["trainer.deterministic=true", "trainer.max_epochs=4", "trainer.checkpoint_every_n_steps=4",
+       "regularization.ema_decay=0.9", "model.dropout=0.1", "logger=none", "trainer.progress=none", "seed=7",
+       "trainer.monitor=val/loss", "trainer.save_top_k=2", "trainer.early_stopping.patience=2",
+       "trainer.early_stopping.min_delta=10"]
 
 
 def start(run_dir: Path) -> subprocess.Popen:
@@ -83,6 +88,11 @@ def same_result(reference: Path, candidate: Path) -> tuple[bool, str]:
         return False, f"weights differ: {differing[:3]}"
     if (reference / "metrics.csv").read_bytes() != (candidate / "metrics.csv").read_bytes():
         return False, "metrics.csv differs"
+    kept = [sorted(p.name for p in (run / "checkpoints").glob("*.pt")) for run in (reference, candidate)]
+    if kept[0] != kept[1]:
+        return False, f"checkpoints differ: {kept[0]} vs {kept[1]}"
+    if ref["state"]["stopped_early"] != got["state"]["stopped_early"]:
+        return False, "early stopping differs"
     return True, ""
 
 

@@ -16,21 +16,12 @@ from torch import nn
 from tests.conftest import compose, cos_anneal
 from trainer.errors import CheckpointError, OutputError, TrainerError
 from trainer.reporting.run_files import atomic_write
-from trainer.training.checkpoint import (
-    Checkpointer,
-    TrainState,
-    check_model_config,
-    check_resume_config,
-    config_mismatch,
-    extends_schedule,
-    load_checkpoint,
-    load_scaler_state,
-    save_checkpoint,
-)
+from trainer.training.checkpoint import Checkpointer, TrainState, load_checkpoint, load_scaler_state, save_checkpoint
 from trainer.training.distributed import Distributed
 from trainer.training.hooks import EpochEvent
 from trainer.training.metrics import EpochStats
 from trainer.training.optim import create_optimizer, create_scheduler
+from trainer.training.resume_config import check_model_config, check_resume_config, config_mismatch, extends_schedule
 from trainer.training.runtime import Precision, capture_rng_state, restore_rng_state
 
 

@@ -48,7 +48,7 @@ def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]
 def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits_parts) -> None:
     cfg, datamodule, _ = digits_parts
     written, _ = report(tmp_path, digits_parts, NullLogger(str(tmp_path)))
-    for name in ("curves.png", "confusion_matrix.png", "val_samples.png"):
+    for name in ("curves.png", "confusion_matrix.png", "samples.png"):
         assert_real_png(tmp_path / name)
     assert written["per_class"] == tmp_path / "per_class.csv"
     rows = read_csv(tmp_path / "per_class.csv")
@@ -69,7 +69,7 @@ def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_p
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert {"report/confusion_matrix", "report/val_samples", "report/curves"} <= set(events.Tags()["images"])
+    assert {"report/confusion_matrix", "report/samples", "report/curves"} <= set(events.Tags()["images"])
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hparams
     assert b"optim.lr" in hparams["_hparams_/session_start_info"]

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.schema.run import TTA_MODES
 from trainer.training.tta import TRANSLATE_PX, TTAModel, with_tta
-from trainer.tta_modes import TTA_MODES
 
 
 class PooledLinear(nn.Module):

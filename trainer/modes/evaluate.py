@@ -1,7 +1,9 @@
-"""`mode=eval ckpt=PATH`: score a checkpoint on the val split of the configured data set.
+"""`mode=eval ckpt=PATH`: score a checkpoint on `eval.split` (test, or val) of the configured data set, with
+the weights the checkpoint holds (best.pt: the ones it was selected with, EMA or not) and `eval.tta`.
 
 The configured data module prepares the images; where the checkpoint's saved preprocessing (its "inference"
-entry) differs from what that module does, a warning names the keys that differ.
+entry) differs from what that module does, a warning names the keys that differ, and so does one where the
+val split was held out otherwise than in training (its images may then have been trained on).
 """
 
 from __future__ import annotations
@@ -10,23 +12,30 @@ import logging
 import math
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 from torch import nn
 
 from trainer.build import build_data, build_model, count_parameters, model_config_from_checkpoint
 from trainer.errors import ConfigError
-from trainer.reporting.console import RunConsole
+from trainer.modes.inference import describe_weights
+from trainer.reporting.console import RunConsole, option_name
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import load_checkpoint
 from trainer.training.checkpoint_checks import load_model_weights
 from trainer.training.loop import validate
 from trainer.training.runtime import Precision, select_device
+from trainer.training.tta import with_tta
+
+if TYPE_CHECKING:
+    from trainer.data.base import DataModule
+    from trainer.training.metrics import EpochStats
 
 log = logging.getLogger("trainer")
 
 COMPARED_KEYS = ("mean", "std", "in_channels", "image_size", "resize", "center_crop", "classes")
+SPLIT_KEYS = ("val_fraction", "split_seed")  # what decides which training images the val split holds
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> float:
@@ -47,17 +56,42 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> float:
     if differ:
         log.warning("checkpoint %s was trained with preprocessing that differs from the configured data's in "
                     "%s; scoring with the configured data's", cfg.ckpt, ", ".join(differ))
-    loader = datamodule.val_loader(pin_memory=device.type == "cuda")
-    steps = min(len(loader), cfg.trainer.limit_val_batches or len(loader))
-    stats = validate(model, islice(loader, steps), nn.CrossEntropyLoss(), precision)
+    split = scored_split(cfg, datamodule, checkpoint, console)
+    stats = score_split(with_tta(model, cfg.eval.tta), datamodule, split, cfg.trainer, precision)
 
-    result = {"ckpt": str(cfg.ckpt), "epoch": checkpoint["epoch"], "val_loss": stats.loss, "val_acc": stats.acc,
-              "val_top5": stats.top5, "samples": stats.samples, "params": count_parameters(model),
+    result = {"ckpt": str(cfg.ckpt), "epoch": checkpoint["epoch"], "weights": describe_weights(checkpoint),
+              "split": split, "tta": cfg.eval.tta, f"{split}_loss": stats.loss, f"{split}_acc": stats.acc,
+              f"{split}_top5": stats.top5, "samples": stats.samples, "params": count_parameters(model),
               "device": str(device)}
     write_json(run_dir / "eval.json", result)
     console.table("evaluation", {k: f"{v:.4f}" if isinstance(v, float) else str(v) for k, v in result.items()})
     console.info(f"wrote {run_dir / 'eval.json'}")
     return stats.acc
+
+
+def scored_split(cfg: DictConfig, datamodule: DataModule, checkpoint: dict, console: RunConsole) -> str:
+    """`eval.split`, or val for a data set without a test split (said on the console); for val, a warning when
+    the checkpoint's run held it out otherwise (data.val_fraction, data.split_seed)."""
+    split = cfg.eval.split
+    if split == "test" and datamodule.test_set is None:
+        console.info(f"data={option_name('data', cfg.data._target_)} has no test split: scoring its val split")
+        split = "val"
+    saved = checkpoint["config"].get("data") or {}
+    moved = [key for key in SPLIT_KEYS if key in cfg.data and saved.get(key) != cfg.data[key]]
+    if split == "val" and moved:
+        log.warning("checkpoint %s was trained beside a val split held out otherwise (%s): its val images may "
+                    "have been trained on", cfg.ckpt, ", ".join(f"data.{key}" for key in moved))
+    return split
+
+
+def score_split(model: nn.Module, datamodule: DataModule, split: str, tcfg: DictConfig,
+                precision: Precision) -> EpochStats:
+    """`model` on the data module's `split`, capped by trainer.limit_val_batches / limit_test_batches."""
+    pin = precision.device.type == "cuda"
+    loader = datamodule.test_loader(pin) if split == "test" else datamodule.val_loader(pin)
+    limit = tcfg.limit_test_batches if split == "test" else tcfg.limit_val_batches
+    steps = min(len(loader), limit or len(loader))
+    return validate(model, islice(loader, steps), nn.CrossEntropyLoss(), precision)
 
 
 def preprocessing_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:

@@ -44,8 +44,8 @@ def export(cfg: DictConfig, run_dir: Path) -> Path:
     with torch.no_grad():
         eager = loaded.model(sample)
     diff = (exported - eager).abs().max().item() if exported is not None else None
-    result = {"ckpt": str(cfg.ckpt), "format": fmt, "file": str(path), "input_shape": list(sample.shape),
-              "max_abs_diff": diff}
+    result = {"ckpt": str(cfg.ckpt), "weights": loaded.weights, "format": fmt, "file": str(path),
+              "input_shape": list(sample.shape), "max_abs_diff": diff}
     write_json(run_dir / "export.json", result)
     console.table("export", {**result, "max_abs_diff": "n/a (onnxruntime not installed)" if diff is None
                              else f"{diff:.3g}"})

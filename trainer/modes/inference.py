@@ -37,6 +37,7 @@ class LoadedCheckpoint:
     info: dict[str, Any]  # the checkpoint's "inference" entry, checked by `inference_info`
     classes: list[str]
     epoch: int
+    weights: str  # which weights the checkpoint holds as its model (describe_weights)
 
 
 def load_for_inference(path: str | Path, device: torch.device) -> LoadedCheckpoint:
@@ -51,7 +52,17 @@ def load_for_inference(path: str | Path, device: torch.device) -> LoadedCheckpoi
     model = build_model(model_cfg).to(device)
     load_model_weights(model, checkpoint["model"], path)
     model.eval()
-    return LoadedCheckpoint(model, info, list(info["classes"]), int(checkpoint["epoch"]))
+    return LoadedCheckpoint(model, info, list(info["classes"]), int(checkpoint["epoch"]), describe_weights(checkpoint))
+
+
+def describe_weights(checkpoint: dict[str, Any]) -> str:
+    """Which weights a checkpoint holds as its model, and what selected them: `EMA weights, selected on
+    val_ema/acc (epoch 7)` for a best.pt chosen on the EMA's score, `model weights, epoch 8` for a last.pt."""
+    selected = checkpoint.get("selected") or {}
+    kind = "EMA weights" if checkpoint.get("weights") == "ema" else "model weights"
+    if selected.get("monitor"):
+        return f"{kind}, selected on {selected['monitor']} (epoch {selected.get('epoch')})"
+    return f"{kind}, epoch {checkpoint.get('epoch')}"
 
 
 def inference_info(checkpoint: dict[str, Any], path: str) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""`mode=predict ckpt=PATH predict.input=FILE_OR_DIR`: top-k classes for image files, as predictions.csv."""
+"""`mode=predict ckpt=PATH predict.input=FILE_OR_DIR`: top-k classes for image files, as predictions.csv.
+
+The checkpoint's own weights classify (a best.pt's are those it was selected with, EMA or not), with the
+test-time augmentation `eval.tta`."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from trainer.modes.inference import image_transform, load_for_inference
 from trainer.reporting.console import RunConsole
 from trainer.reporting.run_files import write_csv
 from trainer.training.runtime import Precision, select_device
+from trainer.training.tta import with_tta
 
 log = logging.getLogger("trainer")
 
@@ -31,6 +35,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> Path:
     device = select_device(cfg.trainer.device)
     precision = Precision(cfg.trainer.precision, device)
     loaded = load_for_inference(cfg.ckpt, device)
+    model = with_tta(loaded.model, cfg.eval.tta)
     transform = image_transform(loaded.info)
     k = min(cfg.predict.topk, len(loaded.classes))
 
@@ -45,7 +50,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> Path:
             except OSError as err:
                 raise DataError(f"cannot read image {path}: {err}") from None
         with torch.no_grad(), precision.autocast():
-            logits = loaded.model(torch.stack(batch).to(device))
+            logits = model(torch.stack(batch).to(device))
         probs, indices = logits.float().softmax(dim=1).topk(k, dim=1)
         for path, p, i in zip(chunk, probs.tolist(), indices.tolist(), strict=True):
             row = {"file": path.relative_to(root).as_posix()}
@@ -58,7 +63,8 @@ def predict(cfg: DictConfig, run_dir: Path) -> Path:
     log.info("wrote %d predictions to %s", len(rows), out)
     if not console.quiet:
         console.console.print(predictions_table(rows[:SHOWN_ROWS], k, len(rows)))
-    console.info(f"{len(rows)} predictions (top {k}) from {cfg.ckpt} written to {out}")
+    tta = "" if cfg.eval.tta == "none" else f", eval.tta={cfg.eval.tta}"
+    console.info(f"{len(rows)} predictions (top {k}) from {cfg.ckpt} ({loaded.weights}{tta}) written to {out}")
     return out
 
 

@@ -40,6 +40,11 @@ class LoggerScalars(Hook):
         self.logger.log_scalars(scalars, epoch.epoch)
 
     def at_end(self, state: TrainState) -> None:
+        """The test pass's scores (logged at the last epoch), then close the logger."""
+        test = state.test or {}
+        scalars = {f"test/{name}": test.get(f"test_{name}") for name in ("acc", "loss", "top5")}
+        if test.get("test_acc") is not None:
+            self.logger.log_scalars({k: v for k, v in scalars.items() if v is not None}, state.epoch)
         self.logger.close()
 
 
@@ -74,7 +79,8 @@ class Throughput(Hook):
 
 
 class RunReport(Hook):
-    """At the end: figures and per-class scores of best.pt on the val split (trainer/reporting/report.py)."""
+    """At the end: figures and per-class scores of best.pt on the test split, or the val split of a data set
+    without one (trainer/reporting/report.py), with the test pass's test-time augmentation."""
 
     def __init__(self, run: RunSetup, run_dir: Path, logger: Any, times: PhaseTimes) -> None:
         self.run, self.run_dir, self.logger, self.times = run, run_dir, logger, times
@@ -82,14 +88,16 @@ class RunReport(Hook):
     def at_end(self, state: TrainState) -> None:
         from trainer.reporting.report import write_run_report
 
-        run, ctx = self.run, self.run.ctx
-        # Under torchrun each rank's loader holds its shard: rank 0 reports on the whole split.
-        full_val = run.datamodule.val_loader(run.device.type == "cuda", device=run.device) if ctx.enabled \
-            else run.val_loader
+        run, data, tcfg = self.run, self.run.datamodule, self.run.cfg.trainer
+        split = "test" if data.test_set is not None else "val"
+        # rank 0 alone reports, on the whole split (under torchrun each rank's own loaders hold its shard)
+        loader = (data.test_loader if split == "test" else data.val_loader)(run.device.type == "cuda",
+                                                                              device=run.device)
+        limit = tcfg.limit_test_batches if split == "test" else tcfg.limit_val_batches
         with self.times.phase("report"):
-            write_run_report(self.run_dir, state.history, run.model, islice(full_val, run.val_steps * ctx.world_size),
-                             list(run.datamodule.classes), run.precision, self.logger, run.cfg,
-                             log_graph=self.logger.graph)
+            write_run_report(self.run_dir, state.history, run.model, islice(loader, limit or len(loader)),
+                             list(data.classes), run.precision, self.logger, run.cfg, split=split,
+                             tta=run.cfg.eval.tta, log_graph=self.logger.graph)
 
 
 def reporting_hooks(run: RunSetup, run_dir: Path, console: RunConsole, logger: Any, times: PhaseTimes) -> list[Hook]:

@@ -18,39 +18,43 @@ from trainer.reporting.plots import confusion_figure, curves_figure, render, sam
 from trainer.reporting.run_files import write_csv
 from trainer.training.checkpoint import load_checkpoint
 from trainer.training.runtime import Precision
+from trainer.training.tta import with_tta
 
 NUM_SAMPLES = 16
 PER_CLASS_FIELDS = ("class", "precision", "recall", "f1", "support")
 
 
-def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, val_batches: Iterable,
-                     classes: list[str], precision: Precision, logger: Any, cfg: DictConfig,
-                     log_graph: bool = False) -> dict[str, Path]:
-    """Write curves.png, confusion_matrix.png, val_samples.png and per_class.csv; log figures and hparams.
+def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, batches: Iterable,
+                     classes: list[str], precision: Precision, logger: Any, cfg: DictConfig, split: str = "val",
+                     tta: str = "none", log_graph: bool = False) -> dict[str, Path]:
+    """Write curves.png, confusion_matrix.png, samples.png and per_class.csv of `split`'s `batches`; log
+    figures and hparams.
 
-    Loads `run_dir/checkpoints/best.pt` into `model` when it exists (so the report describes the best
-    epoch); otherwise the model is used as it is. Returns the files written, by name.
+    Loads `run_dir/checkpoints/best.pt` into `model` when it exists (so the report describes the selected
+    epoch); otherwise the model is used as it is. `tta` is the test-time augmentation the predictions use.
+    Returns the files written, by name.
     """
     run_dir = Path(run_dir)
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file():
         model.load_state_dict(load_checkpoint(best, map_location=precision.device)["model"])
-    predicted, targets, samples = predict_split(model, val_batches, precision)
+    predicted, targets, samples = predict_split(with_tta(model, tta), batches, precision)
     matrix = confusion_matrix(predicted, targets, len(classes))
     written = {"per_class": write_csv(run_dir / "per_class.csv", per_class_metrics(matrix, classes), PER_CLASS_FIELDS)}
 
     figures = {"curves": curves_figure(history, title=f"learning curves: {run_dir.name}")} if history else {}
-    figures["confusion_matrix"] = confusion_figure(matrix, classes, title=f"confusion matrix ({len(targets)} val)")
+    figures["confusion_matrix"] = confusion_figure(matrix, classes, title=f"confusion matrix ({len(targets)} {split})")
     shown = min(NUM_SAMPLES, len(samples))
-    figures["val_samples"] = samples_figure(samples[:shown], [classes[i] for i in predicted[:shown].tolist()],
-                                            [classes[i] for i in targets[:shown].tolist()])
+    figures["samples"] = samples_figure(samples[:shown], [classes[i] for i in predicted[:shown].tolist()],
+                                        [classes[i] for i in targets[:shown].tolist()],
+                                        title=f"{split} samples (predicted / true)")
     for name, figure in figures.items():  # drawn once: the same pixels go to the PNG and to TensorBoard
         pixels = render(figure)
         written[name] = save_pixels(pixels, run_dir / f"{name}.png")
         logger.log_images(f"report/{name}", torch.from_numpy(pixels[..., :3].copy()).permute(2, 0, 1))
     if log_graph and len(samples):
         logger.log_graph(model, samples[:1].to(precision.device))
-    logger.log_hparams(flat_hparams(cfg), final_metrics(history, predicted, targets))
+    logger.log_hparams(flat_hparams(cfg), final_metrics(history, predicted, targets, split))
     return written
 
 
@@ -95,9 +99,12 @@ def flat_hparams(cfg: DictConfig) -> dict[str, int | float | str | bool]:
     return flat
 
 
-def final_metrics(history: list[dict], predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-    """The scores shown beside the hparams: best and final val accuracy, final val loss, report accuracy."""
-    metrics = {"hparam/report_val_acc": float((predicted == targets).float().mean()) if len(targets) else 0.0}
+def final_metrics(history: list[dict], predicted: torch.Tensor, targets: torch.Tensor,
+                  split: str = "val") -> dict[str, float]:
+    """The scores shown beside the hparams: best and final val accuracy, final val loss, and the reported
+    split's accuracy (`hparam/report_test_acc`, or `hparam/report_val_acc` without a test split)."""
+    accuracy = float((predicted == targets).float().mean()) if len(targets) else 0.0
+    metrics = {f"hparam/report_{split}_acc": accuracy}
     if history:
         metrics |= {"hparam/best_val_acc": max(float(row["val_acc"]) for row in history),
                     "hparam/final_val_acc": float(history[-1]["val_acc"]),

@@ -15,6 +15,28 @@ PROGRESS = ("auto", "rich", "plain", "none")
 MODES = ("train", "eval", "summary", "predict", "export")
 EXPORT_FORMATS = ("torchscript", "onnx")
 CKPT_MODES = ("eval", "predict", "export")
+# What trainer.monitor can select best.pt (and the top-k checkpoints) on: the history row's val metrics.
+MONITORS = ("val/acc", "val/loss", "val/top5", "val_ema/acc", "val_ema/loss")
+MONITOR_MODES = ("max", "min")
+EVAL_SPLITS = ("val", "test")
+TTA_MODES = ("none", "flip", "flip_translate")
+
+
+def monitor_mode(monitor: str, mode: str | None) -> str:
+    """`trainer.monitor_mode`, or when unset the direction the metric improves in: min for a loss, max otherwise."""
+    return mode or ("min" if monitor.endswith("loss") else "max")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """`trainer.early_stopping`: end the run when trainer.monitor has not improved for `patience` epochs."""
+
+    patience: int | None = None  # epochs without an improvement before the run stops; null: never stop early
+    min_delta: float = 0.0  # an improvement must beat the best so far by more than this
+
+    def __post_init__(self) -> None:
+        require(self.patience is None or self.patience >= 1, "patience", ">= 1 or null", self.patience)
+        require(self.min_delta >= 0, "min_delta", ">= 0", self.min_delta)
 
 
 @dataclass
@@ -34,8 +56,15 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
+    limit_test_batches: int | None = None  # caps the test pass after training (and mode=eval) too
     overfit_batches: int = 0  # > 0: train and validate on the first N training batches
     save_checkpoints: bool = True
+    # Model selection (README, Choosing the model): best.pt holds the epoch with the best `monitor` value
+    monitor: str = "val/acc"  # val/acc | val/loss | val/top5 | val_ema/acc | val_ema/loss (needs ema_decay)
+    monitor_mode: str | None = None  # max | min; null: min for a loss, max otherwise
+    save_top_k: int = 1  # > 1: keep the k best as checkpoints/epoch=E-<metric>=V.pt too (1: best.pt; 0: none)
+    save_every_n_epochs: int | None = None  # also keep checkpoints/epoch=E.pt every N epochs
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint_every_n_steps: int | None = None  # also write last.pt every N optimizer steps (exact mid-epoch resume)
     skip_nonfinite: bool = False  # true: drop batches with a NaN/inf loss (counted in summary.json) instead of stopping
     check_nonfinite_every_step: bool = True  # false: no per-step host sync; a NaN stops the run at the next log read
@@ -58,11 +87,17 @@ class TrainerConfig:
                  self.grad_clip_norm)
         require(self.accumulate_grad_batches >= 1, "accumulate_grad_batches", ">= 1", self.accumulate_grad_batches)
         require(self.log_every_n_steps >= 1, "log_every_n_steps", ">= 1", self.log_every_n_steps)
-        for key in ("limit_train_batches", "limit_val_batches"):
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
             value = getattr(self, key)
             require(value is None or value >= 1, key, ">= 1 or null", value)
         require(self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps >= 1,
                 "checkpoint_every_n_steps", ">= 1 or null", self.checkpoint_every_n_steps)
+        require(self.monitor in MONITORS, "monitor", "one of " + ", ".join(MONITORS), self.monitor)
+        require(self.monitor_mode is None or self.monitor_mode in MONITOR_MODES, "monitor_mode", "max, min or null",
+                self.monitor_mode)
+        require(self.save_top_k >= 0, "save_top_k", ">= 0", self.save_top_k)
+        require(self.save_every_n_epochs is None or self.save_every_n_epochs >= 1, "save_every_n_epochs",
+                ">= 1 or null", self.save_every_n_epochs)
         require(self.overfit_batches >= 0, "overfit_batches", ">= 0", self.overfit_batches)
         require(self.progress in PROGRESS, "progress", "one of " + ", ".join(PROGRESS), self.progress)
         require(self.compile_mode in COMPILE_MODES, "compile_mode", "one of " + ", ".join(COMPILE_MODES),
@@ -123,11 +158,24 @@ class ExportConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How a checkpoint is scored: by `mode=eval`, and (`tta`) by the test pass after training and `mode=predict`."""
+
+    split: str = "test"  # mode=eval: val | test (data sets without a test split score their val split)
+    tta: str = "none"  # test-time augmentation: none | flip | flip_translate (flips and +-2 px shifts, logits averaged)
+
+    def __post_init__(self) -> None:
+        require(self.split in EVAL_SPLITS, "split", "one of " + ", ".join(EVAL_SPLITS), self.split)
+        require(self.tta in TTA_MODES, "tta", "one of " + ", ".join(TTA_MODES), self.tta)
+
+
+@dataclass
 class TrainConfig:
     """The root of the composed config (`configs/train.yaml`).
 
-    mode: train fits the model; eval scores `ckpt` on the val split; summary prints the model's layer table;
-    predict classifies image files with `ckpt`; export writes `ckpt` as TorchScript or ONNX.
+    mode: train fits the model (then scores best.pt once on the test split); eval scores `ckpt` on eval.split;
+    summary prints the model's layer table; predict classifies image files with `ckpt`; export writes `ckpt` as
+    TorchScript or ONNX.
     """
 
     mode: str = "train"
@@ -142,6 +190,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -152,6 +201,18 @@ class TrainConfig:
                 self.ckpt)
         require(self.mode != "predict" or bool(self.predict.input), "predict.input",
                 "an image file or folder when mode=predict", self.predict.input)
+
+
+def check_monitor(cfg: Any) -> None:
+    """Refuse, for a training run, a trainer.monitor that the run would never measure (a ValueError naming it)."""
+    if cfg.get("mode") != "train":
+        return
+    monitor = cfg.trainer.monitor
+    require(not monitor.startswith("val_ema/") or cfg.regularization.get("ema_decay") is not None,
+            "trainer.monitor", "val/* unless regularization.ema_decay is set (val_ema/* scores the EMA weights)",
+            monitor)
+    require(monitor != "val/top5" or cfg.data.num_classes > 5, "trainer.monitor",
+            "val/acc or val/loss: top-5 accuracy is measured only with more than 5 classes", monitor)
 
 
 SCHEMAS = {

@@ -19,7 +19,7 @@ from torch import nn
 from trainer.build import build_data, build_model
 from trainer.data.base import DataModule
 from trainer.training.distributed import Distributed, wrap_model
-from trainer.training.ema import create_ema
+from trainer.training.ema import ModelEma, create_ema
 from trainer.training.loop import Batches, LoopSettings, local_finite, train_epoch
 from trainer.training.metrics import EpochStats
 from trainer.training.optim import Scheduler, create_optimizer, create_scheduler
@@ -47,7 +47,7 @@ class RunSetup:
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler
     regularization: Regularization
-    ema: nn.Module | None
+    ema: ModelEma | None  # the EMA of the weights (regularization.ema_decay), validated beside the model
     scaler: torch.amp.GradScaler
     settings: LoopSettings  # precision, memory format, clipping, accumulation, the non-finite loss check
     train_loader: Iterable
@@ -91,7 +91,10 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     model = model.to(device, memory_format=fmt)
     optimizer = create_optimizer(cfg.optim, model)
     regularization = instantiate(cfg.regularization)
-    ema = create_ema(model, regularization.ema_decay) if regularization.ema_decay else None
+    if regularization.class_weights is not None:  # each rank computes the same weights from the same labels
+        regularization.use_class_weights(datamodule.train_labels(), cfg.data.num_classes, device)
+    ema = create_ema(model, regularization.ema_decay, warmup=regularization.ema_warmup,
+                     every_n_steps=regularization.ema_every_n_steps) if regularization.ema_decay else None
     train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
                                 tcfg.compile_backend)
     pin_memory = device.type == "cuda"

@@ -22,7 +22,7 @@ from trainer.errors import ConfigError, TrainerError, described
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
 from trainer.reporting.run_files import write_json
-from trainer.training.checkpoint import Checkpointer, TrainState, check_resume_config, load_checkpoint
+from trainer.training.checkpoint import Checkpointer, TrainState, load_checkpoint
 from trainer.training.checkpoint_checks import refuse_directory
 from trainer.training.distributed import (
     Distributed,
@@ -35,13 +35,16 @@ from trainer.training.hooks import EpochEvent, Hooks
 from trainer.training.loop import NonFiniteLoss, validate
 from trainer.training.metrics import EpochStats, RunningStats
 from trainer.training.preemption import StopOnSignal, StopSignals
+from trainer.training.resume_config import check_resume_config
 from trainer.training.runtime import is_compile_error
+from trainer.training.scoring import load_selected, score_test_split, test_pass_summary
+from trainer.training.selection import EarlyStopping, Monitor
 from trainer.training.setup import RunSetup, build_run
 from trainer.training.timing import PhaseTimes
 
 log = logging.getLogger("trainer")
 
-PHASES = ("setup", "train", "validate", "checkpoint", "report")  # summary.json phase_s, with `other`
+PHASES = ("setup", "train", "validate", "checkpoint", "test", "report")  # summary.json phase_s, with `other`
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
@@ -54,8 +57,9 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 
 def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.device | None) -> float:
-    """The whole run; returns the best val accuracy (the objective sweepers maximise)."""
+    """The whole run; returns the val accuracy of the selected weights (the objective sweepers maximise)."""
     wall_start, times, tcfg = time.perf_counter(), PhaseTimes(), cfg.trainer
+    monitor, early = Monitor.from_config(tcfg), tcfg.early_stopping
     resume_path = resolve_resume(tcfg.resume, run_dir)
     check_torchrun_options(cfg, ctx, rank_device)
     console = RunConsole(tcfg.progress if ctx.is_main else "none")
@@ -77,23 +81,29 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     console.table("trainer", describe_run(run, state, run_dir))
     throughput = Throughput()
     reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
+    stopping = [EarlyStopping(monitor, early.patience, early.min_delta, console)] if early.patience else []
     times.record("setup", wall_start)
 
     # ---- the epoch loop
     with StopSignals() as stop:
         stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
-        hooks = Hooks([throughput, *reporting, checkpointer, stop_on_signal], state, stop, ctx, run.device,
-                      run.train_steps)
-        for epoch in range(state.epoch, tcfg.max_epochs):
+        hooks = Hooks([throughput, *reporting, *stopping, checkpointer, stop_on_signal], state, stop, ctx,
+                      run.device, run.train_steps)
+        for epoch in state.remaining_epochs(tcfg.max_epochs):
             with times.phase("train"):
                 train_stats = ctx.reduce_stats(train_one_epoch(run, state, hooks, console, epoch), run.device)
             with times.phase("validate"):
                 val_stats, ema_stats = validate_epoch(run)
             lr = run.optimizer.param_groups[0]["lr"]
             run.scheduler.step_epoch(val_stats.loss)
-            is_best = state.end_epoch(train_stats, val_stats, ema_stats, lr)
+            is_best = state.end_epoch(train_stats, val_stats, ema_stats, lr, monitor)
             hooks.after_validation(EpochEvent(state.epoch, train_stats, val_stats, ema_stats, lr, is_best))
     in_sync = len(set(ctx.gather(weights_digest(run.model)))) == 1 if ctx.enabled else None
+
+    # ---- the test: the selected weights (best.pt's), once, on the test split; then the report
+    with times.phase("test"):
+        tested = load_selected(run, checkpointer.best, monitor)
+        state.test = test_pass_summary(score_test_split(run, cfg.eval.tta), tested, cfg.eval.tta)
     hooks.at_end()
 
     # ---- the summary
@@ -197,7 +207,9 @@ def describe_run(run: RunSetup, state: TrainState, run_dir: Path) -> dict[str, s
     return {
         "model": f"{option_name('model', cfg.model._target_)} ({count_parameters(run.model):,} parameters)",
         "data": f"{option_name('data', cfg.data._target_)}: {len(data.train_set):,} train / "
-                f"{len(data.val_set):,} val, {batch}",
+                f"{len(data.val_set):,} val" + (f" / {len(data.test_set):,} test" if data.test_set else "")
+                + f", {batch}",
+        "selection": describe_selection(tcfg),
         "optimisation": f"{option_name('optim', cfg.optim._target_)} lr {cfg.optim.lr:g}, "
                         f"scheduler {option_name('scheduler', cfg.scheduler._target_)}",
         "device": f"{run.device} ({'fp' if precision == '32' else ''}{precision} precision)"
@@ -209,13 +221,32 @@ def describe_run(run: RunSetup, state: TrainState, run_dir: Path) -> dict[str, s
     }
 
 
+def describe_selection(tcfg: DictConfig) -> str:
+    """The console's `selection` row: what chooses best.pt, what else is kept, when the run stops early."""
+    monitor, early = Monitor.from_config(tcfg), tcfg.early_stopping
+    kept = f", top {tcfg.save_top_k} kept" if tcfg.save_top_k > 1 else ""
+    kept += f", every {tcfg.save_every_n_epochs} epoch(s) kept" if tcfg.save_every_n_epochs else ""
+    stop = f", early stopping after {early.patience} epoch(s) without improvement" if early.patience else ""
+    return f"best.pt on {monitor.name} ({monitor.mode}){kept}{stop}"
+
+
+def selection_summary(run: RunSetup, state: TrainState) -> dict:
+    """summary.json's result: what selected best.pt, on which split, its scores, and whether the run stopped early."""
+    monitor = Monitor.from_config(run.cfg.trainer)
+    return {
+        "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch, "monitor": monitor.name,
+        "monitor_mode": monitor.mode, "best_score": state.best_score,
+        "selected_on": "test" if run.datamodule.val_is_test else "val", **(state.test or {}),
+        "stopped_early": state.stopped_early, "stopped_epoch": state.epoch if state.stopped_early else None,
+    }
+
+
 def run_summary(run: RunSetup, state: TrainState, times: PhaseTimes, wall_s: float, throughput: Throughput,
                 in_sync: bool | None, resume_path: Path | None, run_dir: Path) -> dict:
     """summary.json: the result, where the time went, and what ran where."""
     cfg, last = run.cfg, state.history[-1] if state.history else {}
     return {
-        "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch,
-        "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+        **selection_summary(run, state), "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "epochs": state.epoch, "global_step": state.global_step, "skipped_batches": state.skipped_batches,
         "wall_s": round(wall_s, 3), "phase_s": times.summary(PHASES, wall_s),
         "train_samples_per_s": throughput.samples_per_s,

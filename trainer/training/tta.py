@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.tta_modes import TTA_MODES
+from trainer.schema.run import TTA_MODES
 
 TRANSLATE_PX = 2  # flip_translate shifts by this many pixels in both axes (reflect padding fills the border)
 
