@@ -186,15 +186,15 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Pa
 
     shutil.copytree(finished_run, run_dir)
     last = run_dir / "checkpoints" / "last.pt"
-    before = digest(last)
+    before = {path.name: digest(path) for path in last.parent.iterdir()}
     # A file-size limit below the checkpoint's size: the write fails part-way, as on a full disk.
     limit_kib = last.stat().st_size // 1024 // 4
     command = (f"ulimit -f {limit_kib}; exec {sys.executable} -m trainer hydra.run.dir={run_dir} "
                "trainer.max_epochs=2 trainer.extend_schedule=true trainer.resume=auto logger=none")
     result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert_clean_failure(result, USER_EXIT, f"could not write {last}")
-    assert digest(last) == before
-    assert not any(p.name.endswith(".tmp") for p in last.parent.iterdir())
+    # best.pt (a better epoch 2) or last.pt: whichever is written first fails, and neither changes
+    assert_clean_failure(result, USER_EXIT, f"could not write {last.parent}/")
+    assert {path.name: digest(path) for path in last.parent.iterdir()} == before
 
 
 def test_regularizer_the_model_does_not_have(tmp_path: Path) -> None:

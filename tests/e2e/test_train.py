@@ -47,7 +47,7 @@ def test_summary_and_metrics_agree_and_beat_chance(digits_run: Path) -> None:
 def test_summary_says_where_the_time_went(digits_run: Path) -> None:
     summary = read_json(digits_run / "summary.json")
     phases = summary["phase_s"]
-    assert set(phases) == {"setup", "train", "validate", "checkpoint", "report", "other"}
+    assert set(phases) == {"setup", "train", "validate", "checkpoint", "test", "report", "other"}
     assert all(phases[name] > 0 for name in ("setup", "train", "validate", "checkpoint", "report"))
     assert sum(phases.values()) == pytest.approx(summary["wall_s"], abs=0.01)  # disjoint, and all of it
     assert summary["train_samples_per_s"] * phases["train"] >= 0.9 * 2 * 1437  # two epochs of training
