@@ -104,8 +104,7 @@ class EarlyStopping(Hook):
         state.epochs_without_improvement += 1
         if state.epochs_without_improvement >= self.patience:
             state.stopped_early = True
-            best = "" if state.best_score is None else f" (best {state.best_score:.4f} at epoch {state.best_epoch})"
+            best = "" if state.best_score is None else f"; best {state.best_score:.4f} at epoch {state.best_epoch}"
             self.console.info(
                 f"early stopping after epoch {epoch.epoch}: {self.monitor.name} has not improved by more than "
-                f"{self.min_delta:g} for {self.patience} epoch(s) (trainer.early_stopping.patience="
-                f"{self.patience}){best}")
+                f"{self.min_delta:g} for {self.patience} epoch(s) (trainer.early_stopping.patience){best}")
