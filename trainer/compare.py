@@ -18,7 +18,7 @@ from rich.table import Table
 from trainer.errors import EXIT_OK, EXIT_USER_ERROR
 from trainer.reporting.console import format_value
 
-SUMMARY_COLUMNS = ("best_val_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s")
+SUMMARY_COLUMNS = ("best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s")
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ from trainer.training.metrics import EpochStats
 from trainer.training.optim import create_optimizer, create_scheduler
 from trainer.training.resume_config import check_model_config, check_resume_config, config_mismatch, extends_schedule
 from trainer.training.runtime import Precision, capture_rng_state, restore_rng_state
+from trainer.training.selection import Monitor
 
 
 def payload() -> dict:
@@ -246,7 +247,7 @@ def test_non_finite_weights_stop_the_run_before_any_checkpoint() -> None:
 def test_a_non_finite_validation_is_never_the_best() -> None:
     state = TrainState()
     nan = EpochStats(float("nan"), 0.3, None, 8, 1.0)
-    assert not state.end_epoch(EpochStats(1.0, 0.5, None, 8, 1.0), nan, None, 0.1)
+    assert not state.end_epoch(EpochStats(1.0, 0.5, None, 8, 1.0), nan, None, 0.1, Monitor("val/acc", "max"))
     assert state.best_val_acc == -1.0
 
 

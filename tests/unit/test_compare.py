@@ -18,7 +18,8 @@ def fake_run(run_dir: Path, overrides: list[str], val_acc: list[float], wall_s: 
     rows = ["epoch,step,lr,train_loss,train_acc,val_loss,val_acc"]
     rows += [f"{e},{10 * e},0.001,0.5,0.8,0.6,{acc}" for e, acc in enumerate(val_acc, start=1)]
     (run_dir / "metrics.csv").write_text("\n".join(rows) + "\n")
-    summary = {"best_val_acc": max(val_acc), "final_val_acc": val_acc[-1], "epochs": len(val_acc),
+    summary = {"best_val_acc": max(val_acc), "test_acc": max(val_acc) - 0.0123, "final_val_acc": val_acc[-1],
+               "epochs": len(val_acc),
                "wall_s": wall_s, "train_samples_per_s": 12345.6}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return run_dir
@@ -46,6 +47,7 @@ def test_compare_lists_both_runs_and_plots_their_curves(two_runs: list[Path], tm
     text = capsys.readouterr().out
     lines = {name: next(line for line in text.splitlines() if name in line) for name in ("run_sgd", "run_adamw")}
     assert "sgd" in lines["run_sgd"] and "0.9000" in lines["run_sgd"] and "3.2" in lines["run_sgd"]
+    assert "0.8877" in lines["run_sgd"]  # the test accuracy beside the val one
     assert "adamw" in lines["run_adamw"] and "0.8500" in lines["run_adamw"] and "4.1" in lines["run_adamw"]
     assert "optim" in text and "seed" in text and "trainer.max_epochs" not in text
     assert_real_png(out)

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from tests.conftest import compose, read_csv, read_json, run_cli_in_process
-from trainer.errors import ConfigError
+from tests.conftest import compose, read_csv, read_json, run_cli_in_process, write_checkpoint
+from trainer.errors import CheckpointError, ConfigError
 from trainer.schema import validate
+from trainer.training.checkpoint import TrainState
+from trainer.training.kept_checkpoints import KeptCheckpoints
+from trainer.training.resume_config import check_resume_config
 from trainer.training.selection import Monitor, update_top_k
 
 # A short digits run on the CPU: 4 batches of 64 per epoch, no figures, no logger.
@@ -121,3 +125,74 @@ def test_an_ema_monitored_best_pt_holds_the_ema_weights(tmp_path: Path) -> None:
                                  "trainer.monitor=val_ema/acc", f"trainer.resume={best_pt}",
                                  f"hydra.run.dir={tmp_path / 'again'}")
     assert resumed.returncode != 0 and "holds the EMA weights as its model" in resumed.stderr
+
+
+def kept_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_a_kill_between_the_two_phases_is_finished_or_undone_on_resume(tmp_path: Path) -> None:
+    monitor = Monitor("val/loss", "min")
+    kept = KeptCheckpoints(tmp_path, monitor, top_k=2, every_n_epochs=None)
+    state = TrainState(epoch=3, best_epoch=3, history=[{"epoch": 3, "val_loss": 0.5}])
+    selected, periodic, evicted = kept.plan(state, is_best=True)
+    assert (selected, periodic, evicted) == (["best.pt", "epoch=3-val_loss=0.5000.pt"], [], [])
+    for name in [*selected, "epoch=1-val_loss=0.9000.pt"]:  # a stray: an evicted file a kill left behind
+        (kept.pending(name, 3) if name in selected else tmp_path / name).write_bytes(b"x")
+    (tmp_path / "best.pt.pending-4").write_bytes(b"x")  # written for epoch 4, which last.pt never recorded
+    kept.reconcile(state)  # last.pt (epoch 3) was written: its pending files go in place, the rest goes
+    assert kept_files(tmp_path) == {"best.pt", "epoch=3-val_loss=0.5000.pt"}
+
+    state.history.append({"epoch": 4, "val_loss": 0.4})
+    state.epoch = 4
+    selected, _, evicted = kept.plan(state, is_best=True)
+    assert selected == ["best.pt", "epoch=4-val_loss=0.4000.pt"] and evicted == []
+    state.history.append({"epoch": 5, "val_loss": 0.3})
+    state.epoch = 5
+    assert kept.plan(state, is_best=True)[2] == ["epoch=3-val_loss=0.5000.pt"]  # the k = 2 best: epochs 5 and 4
+
+
+def test_a_resume_into_a_new_run_dir_brings_best_pt_along(tmp_path: Path) -> None:
+    source, target = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    source.mkdir(parents=True)
+    write_checkpoint(source / "best.pt", epoch=2)
+    (source / "epoch=2-val_acc=0.9000.pt").write_bytes(b"weights")
+    state = TrainState(epoch=3, best_epoch=2, top_k=[{"epoch": 2, "score": 0.9, "file": "epoch=2-val_acc=0.9000.pt"}])
+    kept = KeptCheckpoints(target, Monitor("val/acc", "max"), top_k=2, every_n_epochs=None)
+    assert sorted(kept.adopt(source, state)) == ["best.pt", "epoch=2-val_acc=0.9000.pt"]
+    assert (target / "best.pt").read_bytes() == (source / "best.pt").read_bytes()
+    state.best_epoch = 1  # a source best.pt of another epoch (made after the resumed checkpoint) stays behind
+    (target / "best.pt").unlink()
+    assert kept.adopt(source, state) == []
+
+
+def test_old_checkpoints_resume_with_the_data_keys_they_had(tmp_path: Path) -> None:
+    old = OmegaConf.to_container(compose("data=mnist", "trainer.max_epochs=3"), resolve=True)
+    for key in ("sampler", "val_fraction", "split_seed"):  # what a checkpoint from before these keys lacks
+        del old["data"][key]
+    checkpoint = {"config": old, "epoch": 3, "state": {"epoch": 3}}
+    wanted = OmegaConf.to_container(compose("data=mnist", "trainer.max_epochs=3", "data.val_fraction=0"),
+                                    resolve=True)
+    check_resume_config(checkpoint, wanted, "old.pt", 1)  # it validated on the test split: val_fraction 0
+    wanted["data"]["val_fraction"] = 0.1
+    with pytest.raises(CheckpointError, match="data.val_fraction: checkpoint 0.0 vs requested 0.1"):
+        check_resume_config(checkpoint, wanted, "old.pt", 1)
+    digits = OmegaConf.to_container(compose(), resolve=True)
+    del digits["data"]["sampler"]
+    with pytest.raises(CheckpointError, match="before data=digits's val split was class-stratified"):
+        check_resume_config({"config": digits, "epoch": 1}, OmegaConf.to_container(compose(), resolve=True),
+                            "old.pt", 1)
+    wanted = OmegaConf.to_container(compose("trainer.save_top_k=3"), resolve=True)
+    current = {"config": OmegaConf.to_container(compose(), resolve=True), "epoch": 1}
+    with pytest.raises(CheckpointError, match="resume with trainer.save_top_k=1"):
+        check_resume_config(current, wanted, "last.pt", 1)
+
+
+def test_without_checkpoints_the_best_epoch_is_tested_from_memory(tmp_path: Path) -> None:
+    run = run_cli_in_process("data=fake", "data.test_size=32", "trainer.save_checkpoints=false",
+                             "trainer.max_epochs=2", *QUICK, f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 0, run.stderr
+    summary = read_json(tmp_path / "summary.json")
+    assert "kept in memory" in summary["tested"] and summary["test_samples"] == 32
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["selected_on"] == "val"
+    assert not (tmp_path / "checkpoints").exists()

@@ -85,7 +85,8 @@ def validate(cfg: DictConfig) -> None:
             full_key = getattr(err, "full_key", None)
             raise ConfigError(f"invalid config at {full_key or key}: {first_line}") from None
     model.check_input_size(cfg)  # the model against data.image_size, once both groups are valid
-    try:
-        run.check_monitor(cfg)  # trainer.monitor against regularization.ema_decay and data.num_classes
+    try:  # across groups: trainer.monitor and eval.tta against the data; class weights against its classes
+        run.check_evaluation(cfg)
+        regularization.check_class_weights(cfg)
     except ValueError as err:
         raise ConfigError(f"invalid config: {err}") from None

@@ -50,4 +50,13 @@ def valid_class_weights(value: Any) -> bool:
     return all(isinstance(w, int | float) and not isinstance(w, bool) and w > 0 for w in value)
 
 
+def check_class_weights(cfg: Any) -> None:
+    """A list of regularization.class_weights needs one weight per class of the data (a ValueError otherwise)."""
+    weights = cfg.regularization.get("class_weights") if cfg.get("mode") == "train" else None
+    if weights is None or isinstance(weights, str):
+        return
+    require(len(weights) == cfg.data.num_classes, "regularization.class_weights",
+            f"auto or {cfg.data.num_classes} weights, one per class of data.num_classes", list(weights))
+
+
 SCHEMAS = {"regularization": RegularizationConfig}

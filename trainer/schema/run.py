@@ -20,6 +20,7 @@ MONITORS = ("val/acc", "val/loss", "val/top5", "val_ema/acc", "val_ema/loss")
 MONITOR_MODES = ("max", "min")
 EVAL_SPLITS = ("val", "test")
 TTA_MODES = ("none", "flip", "flip_translate")
+TTA_TRANSLATE_PX = 2  # flip_translate shifts by this many pixels in both axes (reflect padding fills the border)
 
 
 def monitor_mode(monitor: str, mode: str | None) -> str:
@@ -203,8 +204,12 @@ class TrainConfig:
                 "an image file or folder when mode=predict", self.predict.input)
 
 
-def check_monitor(cfg: Any) -> None:
-    """Refuse, for a training run, a trainer.monitor that the run would never measure (a ValueError naming it)."""
+def check_evaluation(cfg: Any) -> None:
+    """Refuse, for a training run, a trainer.monitor that the run would never measure, and (training or eval)
+    an eval.tta=flip_translate on images too small to shift; a ValueError naming the key."""
+    if cfg.get("mode") in ("train", "eval") and cfg.eval.tta == "flip_translate":
+        require(cfg.data.image_size > TTA_TRANSLATE_PX, "eval.tta", f"none or flip for images of "
+                f"{TTA_TRANSLATE_PX} px or less (data.image_size={cfg.data.image_size})", cfg.eval.tta)
     if cfg.get("mode") != "train":
         return
     monitor = cfg.trainer.monitor

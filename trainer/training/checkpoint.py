@@ -25,11 +25,12 @@ from trainer.training.checkpoint_checks import (
     unpickling_reason,
 )
 from trainer.training.hooks import EpochEvent, Hook, StepEvent
+from trainer.training.kept_checkpoints import BEST, KeptCheckpoints
 from trainer.training.loop import NonFiniteLoss
 from trainer.training.optim import create_scheduler, load_optimizer_state
 from trainer.training.resume_config import extends_schedule
 from trainer.training.runtime import capture_rng_state, restore_rng_state
-from trainer.training.selection import Monitor, resumed_best, update_top_k
+from trainer.training.selection import Monitor, resumed_best
 
 if TYPE_CHECKING:
     from trainer.training.metrics import EpochStats
@@ -107,7 +108,7 @@ class TrainState:
             yield self.epoch
 
     def end_epoch(self, train: EpochStats, val: EpochStats, val_ema: EpochStats | None, lr: float,
-                  monitor: Monitor = Monitor()) -> bool:
+                  monitor: Monitor) -> bool:
         """Count a trained and validated epoch and add its metrics row; returns whether its `monitor` value is
         the best so far (a non-finite val loss or accuracy never is)."""
         self.epoch += 1
@@ -140,10 +141,13 @@ class Checkpointer(Hook):
     def __init__(self, run: RunSetup, run_dir: Path, times: PhaseTimes) -> None:
         tcfg = run.cfg.trainer
         self.run, self.times, self.folder = run, times, run_dir / "checkpoints"
-        self.last, self.best = self.folder / "last.pt", self.folder / "best.pt"
-        self.enabled = bool(tcfg.save_checkpoints)
-        self.every_n_steps, self.every_n_epochs = tcfg.checkpoint_every_n_steps, tcfg.save_every_n_epochs
-        self.top_k, self.monitor = tcfg.save_top_k, Monitor.from_config(tcfg)
+        self.last, self.best = self.folder / "last.pt", self.folder / BEST
+        self.enabled, self.every_n_steps = bool(tcfg.save_checkpoints), tcfg.checkpoint_every_n_steps
+        self.monitor = Monitor.from_config(tcfg)
+        self.kept = KeptCheckpoints(self.folder, self.monitor, tcfg.save_top_k, tcfg.save_every_n_epochs)
+        # Without a best.pt to write, the selected weights are kept in memory (on the CPU) for the test pass.
+        self.best_in_memory = not (self.enabled and tcfg.save_top_k >= 1)
+        self.best_weights: dict | None = None
 
     def after_step(self, state: TrainState, step: StepEvent) -> None:
         every = self.every_n_steps
@@ -159,15 +163,9 @@ class Checkpointer(Hook):
 
     def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
         self.check_epoch(epoch)
-        value = self.monitor.value(state.history[-1])
-        state.top_k, in_top_k = update_top_k(state.top_k, epoch.epoch, value, self.top_k if self.top_k > 1 else 0,
-                                              self.monitor)
-        selected = [self.best] if epoch.is_best and self.top_k >= 1 else []
-        if in_top_k:
-            selected.append(self.folder / self.monitor.file_name(epoch.epoch, value))
-        every = self.every_n_epochs
-        periodic = [self.folder / f"epoch={epoch.epoch}.pt"] if every and epoch.epoch % every == 0 else []
-        self.save(state, selected, periodic)
+        if epoch.is_best and self.best_in_memory:
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.selected_model().items()}
+        self.save(state, *self.kept.plan(state, epoch.is_best))
 
     def check_epoch(self, epoch: EpochEvent) -> None:
         """Stop the run, before this epoch replaces any checkpoint, when it trained on nothing (every batch
@@ -185,39 +183,47 @@ class Checkpointer(Hook):
         raise TrainerError(f"{problem}; the run stops and its last good checkpoint is kept. Lower optim.lr or set "
                            "trainer.grad_clip_norm")
 
-    def save(self, state: TrainState, selected: list[Path] = (), periodic: list[Path] = ()) -> None:
-        """Write the `selected` checkpoints (this epoch's monitored weights), the `periodic` ones, then last.pt,
-        then drop top-k files no longer among the k best; a collective call: every rank takes part, rank 0
-        writes. last.pt comes after the selected files, so that after a crash the files it lists all exist."""
+    def save(self, state: TrainState, selected: list[str] = (), periodic: list[str] = (),
+             evicted: list[str] = ()) -> None:
+        """Write the `selected` checkpoints (this epoch's monitored weights) as pending files, the `periodic`
+        ones, then last.pt; then put the pending ones in place and delete the `evicted` top-k files (see
+        kept_checkpoints.py). A collective call: every rank takes part, rank 0 writes."""
         with self.times.phase("checkpoint"):
             payload = self.payload(state)
             if payload is not None:
-                if selected:
-                    chosen = self.selected_payload(payload, state)
-                    for path in selected:
-                        save_checkpoint(chosen, path)
-                for path in [*periodic, self.last]:
-                    save_checkpoint(payload, path)
-                self.prune(state)
+                pending = [self.kept.pending(name, state.epoch) for name in selected]
+                chosen = self.selected_payload(payload, state) if selected else None
+                for path in pending:
+                    save_checkpoint(chosen, path)
+                for name in periodic:
+                    save_checkpoint(payload, self.folder / name)
+                save_checkpoint(payload, self.last)
+                self.kept.commit(pending, list(evicted))
             self.run.ctx.barrier()
+
+    def selected_model(self) -> dict:
+        """The state dict of the weights trainer.monitor scores: the EMA's for val_ema/*, else the model's."""
+        return self.run.ema.module.state_dict() if self.monitor.uses_ema else self.run.model.state_dict()
+
+    def selected_weights(self) -> tuple[dict, str] | None:
+        """The run's selected weights for the test pass and what they are: best.pt's, or those kept in memory
+        when no best.pt is written; None when neither exists (a resumed run that has not improved since)."""
+        if self.best.is_file():
+            checkpoint = load_checkpoint(self.best, map_location=self.run.device)
+            kind = " (EMA weights)" if checkpoint.get("weights") == "ema" else ""
+            return checkpoint["model"], f"checkpoints/best.pt, epoch {checkpoint['epoch']}{kind}"
+        if self.best_weights is not None:
+            kind = "EMA weights" if self.monitor.uses_ema else "weights"
+            return self.best_weights, f"the best epoch's {kind}, kept in memory (no best.pt saved)"
+        return None
 
     def selected_payload(self, payload: dict, state: TrainState) -> dict:
         """This epoch's checkpoint as trainer.monitor selected it: with the EMA weights as its model when the
         monitor scores them (`weights: ema`; such a checkpoint is not resumed from), and what chose it."""
         monitor = self.monitor
-        chosen = {**payload, "weights": monitor.weights,
-                  "selected": {"monitor": monitor.name, "mode": monitor.mode, "epoch": state.epoch,
-                               "value": monitor.value(state.history[-1])}}
-        if monitor.uses_ema:
-            chosen["model"] = self.run.ema.module.state_dict()
-        return chosen
-
-    def prune(self, state: TrainState) -> None:
-        """Remove top-k checkpoints (`epoch=E-<metric>=V.pt`) that the state no longer lists among the k best."""
-        keep = {entry["file"] for entry in state.top_k}
-        for path in self.folder.glob("epoch=*-*.pt"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
+        return {**payload, "model": self.selected_model(), "weights": monitor.weights,
+                "selected": {"monitor": monitor.name, "mode": monitor.mode, "epoch": state.epoch,
+                             "value": monitor.value(state.history[-1])}}
 
     def payload(self, state: TrainState) -> dict | None:
         """The checkpoint's contents on rank 0 (None on the other ranks, or with save_checkpoints=false)."""
@@ -252,7 +258,13 @@ class Checkpointer(Hook):
         load_optimizer_state(run.optimizer, checkpoint["optimizer"])
         state = TrainState(**checkpoint["state"])
         if state.best_score is None and state.best_epoch:  # saved before trainer.monitor existed
-            state.best_score = state.early_stopping_best = resumed_best(state, self.monitor)
+            state.best_score = resumed_best(state, self.monitor)
+        if state.early_stopping_best is None:  # early stopping switched on at this resume
+            state.early_stopping_best = state.best_score
+        if ctx.is_main and self.enabled and path.parent.resolve() == self.folder.resolve():
+            self.kept.reconcile(state)  # finish or drop what a kill left half done
+        elif ctx.is_main and self.enabled:
+            self.kept.adopt(path.parent, state)  # resumed into a new run dir: bring best.pt and the top k along
         if extends_schedule(checkpoint, OmegaConf.to_container(run.cfg, resolve=True)):
             tcfg = run.cfg.trainer  # a fresh schedule over the added epochs (trainer.extend_schedule)
             run.scheduler = create_scheduler(run.cfg.scheduler, run.optimizer, max_epochs=tcfg.max_epochs,

@@ -96,7 +96,7 @@ def extends_schedule(checkpoint: dict, wanted: dict) -> bool:
 
 def check_resume_config(checkpoint: dict, wanted: dict, path: str | Path, world_size: int) -> None:
     """Refuse a resume whose config (resolved) would change the model, or the run's batches or lr schedule."""
-    saved, state = checkpoint["config"], checkpoint.get("state") or {}
+    saved, state = with_legacy_data(checkpoint["config"], wanted, path), checkpoint.get("state") or {}
     check_selection(checkpoint, wanted, path)
     check_model_config(saved.get("model") or {}, wanted.get("model") or {}, path)
     old, new = resume_view(saved, checkpoint.get("world_size", 1)), resume_view(wanted, world_size)
@@ -139,3 +139,29 @@ def check_selection(checkpoint: dict, wanted: dict, path: str | Path) -> None:
     if (saved, saved_mode) != (name, monitor_mode(name, value_at(wanted, "trainer.monitor_mode"))):
         raise CheckpointError(f"checkpoint {path} was made selecting on trainer.monitor={saved} ({saved_mode}); "
                               "resume with those settings, or start a new run to select on another metric")
+    top_k, wanted_k = value_at(saved_cfg, "trainer.save_top_k") or 1, value_at(wanted, "trainer.save_top_k")
+    if wanted_k is not None and top_k != wanted_k:
+        raise CheckpointError(f"checkpoint {path} was made keeping trainer.save_top_k={top_k} best checkpoints; "
+                              f"resume with trainer.save_top_k={top_k} (another value would drop or misrank them)")
+
+
+# The data keys that came with validation apart from test, and what a config saved before them meant: stored sets
+# validated on their test split, with a plain shuffle. digits' and an imagefolder train_dir's seeded split became
+# class-stratified at the same time, so their old checkpoints held out other images.
+LEGACY_DATA = {"sampler": "shuffle", "val_fraction": 0.0, "split_seed": 0, "test_size": 0, "test_dir": None}
+RESPLIT = {"trainer.data.digits.DigitsDataModule": "digits", "trainer.data.imagefolder.ImageFolderDataModule":
+           "imagefolder"}
+
+
+def with_legacy_data(saved: dict, wanted: dict, path: str | Path) -> dict:
+    """`saved` with the data keys a checkpoint from before `data.sampler` lacks, as they behaved then; a
+    CheckpointError for a data set whose split has changed since (its train and val images would differ)."""
+    data = saved.get("data") or {}
+    if "sampler" in data or not isinstance(wanted.get("data"), dict):
+        return saved
+    option = RESPLIT.get(data.get("_target_"))
+    if option and not data.get("val_dir"):
+        raise CheckpointError(f"checkpoint {path} was made before data={option}'s val split was class-stratified: "
+                              "a resume would train and validate on other images; start a new run")
+    filled = {key: value for key, value in LEGACY_DATA.items() if key in wanted["data"] and key not in data}
+    return {**saved, "data": {**data, **filled}}

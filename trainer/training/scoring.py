@@ -7,34 +7,29 @@ without a test split (digits, fake, an imagefolder without data.test_dir) report
 from __future__ import annotations
 
 from itertools import islice
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import nn
 
-from trainer.training.checkpoint import load_checkpoint
 from trainer.training.checkpoint_checks import load_model_weights
 from trainer.training.loop import validate
 from trainer.training.tta import with_tta
 
 if TYPE_CHECKING:
+    from trainer.training.checkpoint import Checkpointer
     from trainer.training.metrics import EpochStats
-    from trainer.training.selection import Monitor
     from trainer.training.setup import RunSetup
 
 
-def load_selected(run: RunSetup, best: Path, monitor: Monitor) -> str:
-    """Put the weights the run selected into `run.model` (best.pt's, or without one the final weights: the
-    EMA's when the monitor scores them); returns what they are, for summary.json."""
-    if best.is_file():
-        checkpoint = load_checkpoint(best, map_location=run.device)
-        load_model_weights(run.model, checkpoint["model"], best)
-        kind = " (EMA weights)" if checkpoint.get("weights") == "ema" else ""
-        return f"checkpoints/best.pt, epoch {checkpoint['epoch']}{kind}"
-    if monitor.uses_ema and run.ema is not None:
-        run.model.load_state_dict(run.ema.module.state_dict())
-        return "final EMA weights (no best.pt saved)"
-    return "final weights (no best.pt saved)"
+def load_selected(run: RunSetup, checkpointer: Checkpointer) -> str:
+    """Put the weights the run selected into `run.model` (best.pt's, or those kept in memory without one; the
+    final weights when there are neither); returns what they are, for summary.json."""
+    selected = checkpointer.selected_weights()
+    if selected is None:
+        return "final weights (no better epoch since the resumed checkpoint, whose best.pt is not here)"
+    weights, description = selected
+    load_model_weights(run.model, weights, checkpointer.best)
+    return description
 
 
 def score_test_split(run: RunSetup, tta: str) -> EpochStats | None:

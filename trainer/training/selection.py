@@ -28,8 +28,8 @@ log = logging.getLogger("trainer")
 class Monitor:
     """A val metric by its logged name (`val/acc`, `val_ema/loss`, ...) and whether higher (max) is better."""
 
-    name: str = "val/acc"
-    mode: str = "max"
+    name: str  # trainer.monitor
+    mode: str  # max | min
 
     @classmethod
     def from_config(cls, tcfg: DictConfig) -> Monitor:

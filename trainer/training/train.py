@@ -102,7 +102,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
 
     # ---- the test: the selected weights (best.pt's), once, on the test split; then the report
     with times.phase("test"):
-        tested = load_selected(run, checkpointer.best, monitor)
+        tested = load_selected(run, checkpointer)
         state.test = test_pass_summary(score_test_split(run, cfg.eval.tta), tested, cfg.eval.tta)
     hooks.at_end()
 

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.schema.run import TTA_MODES
-
-TRANSLATE_PX = 2  # flip_translate shifts by this many pixels in both axes (reflect padding fills the border)
+from trainer.schema.run import TTA_TRANSLATE_PX as TRANSLATE_PX
 
 
 class TTAModel(nn.Module):
