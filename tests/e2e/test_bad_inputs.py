@@ -87,7 +87,7 @@ def test_bad_config_values(tmp_path: Path, overrides: list[str], code: int, expe
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_cuda_without_a_gpu(tmp_path: Path) -> None:
-    assert_clean_failure(run_cli(f"hydra.run.dir={tmp_path}", "trainer.device=cuda"), USER_EXIT,
+    assert_clean_failure(run_cli_in_process(f"hydra.run.dir={tmp_path}", "trainer.device=cuda"), USER_EXIT,
                          "no CUDA device is available")
 
 
@@ -124,15 +124,16 @@ def test_corrupt_image_names_the_file(tmp_path: Path, workers: int) -> None:
     common = [f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
               f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8", "data.batch_size=8",
               f"data.num_workers={workers}", "trainer.max_epochs=1", "logger=none"]
-    assert_clean_failure(run_cli(*common), USER_EXIT, f"cannot read image {bad}")
+    assert_clean_failure(run_cli_in_process(*common), USER_EXIT, f"cannot read image {bad}")
 
 
 def test_corrupt_images_are_skipped_and_counted_when_asked(tmp_path: Path) -> None:
     train = write_image_tree(tmp_path / "train", classes=("cat", "dog"))
     (train / "dog" / "broken.png").write_bytes(b"junk")
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
-                     f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8", "data.batch_size=8",
-                     "data.num_workers=0", "data.skip_corrupt=true", "trainer.max_epochs=1", "logger=none")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "data=imagefolder", f"data.train_dir={train}",
+                                f"data.val_dir={train}", "data.num_classes=2", "data.image_size=8",
+                                "data.batch_size=8", "data.num_workers=0", "data.skip_corrupt=true",
+                                "trainer.max_epochs=1", "logger=none")
     assert result.returncode == 0, result.stderr
     assert "skipped 2 unreadable image(s)" in (tmp_path / "run" / "train.log").read_text()  # train + val
 
@@ -203,7 +204,7 @@ def test_regularizer_the_model_does_not_have(tmp_path: Path) -> None:
 
 
 def test_divergence_exits_non_zero_naming_epoch_and_step(tmp_path: Path) -> None:
-    result = run_cli(f"hydra.run.dir={tmp_path}", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=1")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path}", "optim=sgd", "optim.lr=1e12", "trainer.max_epochs=1")
     assert result.returncode == 2
     assert "non-finite loss at epoch 1, batch" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
@@ -290,8 +291,8 @@ def test_files_that_are_not_training_checkpoints(bad_files: Path, tmp_path: Path
 def test_tensorboard_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_cli(f"hydra.run.dir={tmp_path / 'run'}", "logger=tensorboard", f"logger.log_dir={blocker / 'tb'}",
-                     "trainer.max_epochs=1")
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "logger=tensorboard",
+                                f"logger.log_dir={blocker / 'tb'}", "trainer.max_epochs=1")
     assert_clean_failure(result, USER_EXIT, f"cannot write TensorBoard's event files in {blocker / 'tb'}")
     assert blocker.read_text() == "not a folder"
 

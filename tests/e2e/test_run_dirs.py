@@ -29,6 +29,7 @@ def finished_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # two whole runs side by side; tests/unit/test_run_dirs.py covers the naming and the lock
 def test_concurrent_default_runs_get_a_dir_each(tmp_path: Path) -> None:
     root = tmp_path / "out"
     now = datetime.now()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import compose, onecycle, read_csv, read_json, run_cli
+from tests.conftest import compose, onecycle, read_csv, read_json, run_cli, run_cli_in_process
 
 SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "epochs", "wall_s", "train_samples_per_s", "device", "params"}
 FAST = ("trainer.progress=plain",)
@@ -74,8 +74,8 @@ def test_checkpoints_load_weights_only_with_a_plain_config(digits_run: Path) -> 
 
 
 def test_eval_mode_reproduces_the_best_validation_accuracy(digits_run: Path, tmp_path: Path) -> None:
-    result = run_cli("mode=eval", f"ckpt={digits_run / 'checkpoints' / 'best.pt'}",
-                     f"hydra.run.dir={tmp_path / 'eval'}", *FAST)
+    result = run_cli_in_process("mode=eval", f"ckpt={digits_run / 'checkpoints' / 'best.pt'}",
+                                f"hydra.run.dir={tmp_path / 'eval'}", *FAST)
     assert result.returncode == 0, result.stderr
     scores = read_json(tmp_path / "eval" / "eval.json")
     assert scores["val_acc"] == pytest.approx(read_json(digits_run / "summary.json")["best_val_acc"])
@@ -85,8 +85,8 @@ def test_resume_continues_at_the_next_epoch(digits_run: Path, tmp_path: Path) ->
     run_dir = tmp_path / "run"
     shutil.copytree(digits_run, run_dir)  # a finished 2-epoch run (cosine), continued to 3 epochs
     before = read_csv(run_dir / "metrics.csv")
-    resumed = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "trainer.resume=auto",
-                      "trainer.extend_schedule=true", *FAST)
+    resumed = run_cli_in_process(f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "trainer.resume=auto",
+                                 "trainer.extend_schedule=true", *FAST)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resumed from" in resumed.stdout
     rows = read_csv(run_dir / "metrics.csv")
@@ -101,7 +101,7 @@ def test_resume_continues_at_the_next_epoch(digits_run: Path, tmp_path: Path) ->
 
 def test_fast_dev_run_runs_one_batch_and_saves_nothing(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "debug=fast_dev_run", "model=resnet18", "data=fake")
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", "debug=fast_dev_run", "data=fake")
     assert result.returncode == 0, result.stderr
     summary = read_json(run_dir / "summary.json")
     assert summary["global_step"] == 1

@@ -44,11 +44,13 @@ def test_data_options_build_datasets(option: str, tmp_path) -> None:
     assert batch_x.shape[0] == min(cfg.data.batch_size, len(datamodule.train_set)) == batch_y.shape[0]
 
 
-# Every model on 1-channel digits; on 3-channel fake data, one member of each family (the deeper and wider
-# variants share its code, and this matrix is a sizeable share of the suite's time).
+# One member of each family on 1-channel digits and on 3-channel fake data; the deeper and wider variants share
+# its code (tests/unit/test_models.py builds every one of them against its reference), so their own forward and
+# backward pass, a sizeable share of the suite's time, runs in the slow tier.
 FAMILY_REPRESENTATIVES = ("mlp", "simple_cnn", "vgg11", "resnet18", "resnet50", "googlenet", "efficientnet_b0",
                           "torchvision")
-MODEL_DATA = [(option, "digits") for option in options("model")] + [
+MODEL_DATA = [(option, "digits") if option in FAMILY_REPRESENTATIVES else
+              pytest.param(option, "digits", marks=pytest.mark.slow) for option in options("model")] + [
     (option, "fake") for option in options("model") if option in FAMILY_REPRESENTATIVES]
 
 
@@ -219,6 +221,8 @@ def test_model_options_are_their_family_schema_plus_at_most_one_value(option: st
 @pytest.fixture
 def wider_resnet_schema():
     """The ResNet family's schema with another default width, as if someone edited ResNetConfig."""
+    import trainer.cli  # noqa: F401  (registers every schema on import: first, so that it does not undo this one)
+
     store = ConfigStore.instance()
     original = GROUP_SCHEMAS["model"]["resnet"]
     store.store(group="schema/model", name="resnet", node=dataclasses.make_dataclass(

@@ -142,7 +142,8 @@ def test_a_weight_list_of_the_wrong_length_names_both_numbers() -> None:
     ("regularization.class_weights=null", None),
 ])
 def test_class_weight_overrides_compose_validate_and_instantiate(override: str, expected) -> None:
-    cfg = compose(override, "regularization.ema_every_n_steps=4", "regularization.ema_warmup=true")
+    cfg = compose(override, "regularization.ema_every_n_steps=4", "regularization.ema_warmup=true", "data=fake",
+                  "data.num_classes=3")
     validate(cfg)
     reg = instantiate(cfg.regularization)
     assert reg.class_weights == expected
