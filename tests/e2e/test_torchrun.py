@@ -47,3 +47,20 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     # Same batches per step; only BatchNorm statistics (per rank) and dropout draws differ.
     assert ddp_row["train_loss"] == pytest.approx(single_row["train_loss"], rel=0.05)
     assert ddp_row["val_acc"] == pytest.approx(single_row["val_acc"], abs=0.06)
+
+
+@pytest.mark.slow  # a 2-process torchrun job
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside this Python")
+def test_the_torchrun_test_pass_scores_every_test_image_once_with_best_pt(tmp_path: Path) -> None:
+    data = ("data=fake", "data.test_size=33", "logger=none")  # an odd count: the ranks' shards differ in size
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "ddp"
+    ddp = subprocess.run([str(TORCHRUN), "--nproc_per_node=2", "-m", "trainer", *QUICK, *data,
+                          f"hydra.run.dir={run_dir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["test_samples"] == 33 and summary["tested"].startswith("checkpoints/best.pt")
+    scored = run_cli("mode=eval", f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", *data,
+                     f"hydra.run.dir={tmp_path / 'eval'}")
+    assert scored.returncode == 0, scored.stderr
+    assert read_json(tmp_path / "eval" / "eval.json")["test_acc"] == pytest.approx(summary["test_acc"])
