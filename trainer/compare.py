@@ -1,7 +1,10 @@
 """`python -m trainer.compare RUN_DIR [RUN_DIR ...]`: runs side by side, and their val-accuracy curves overlaid.
 
 Reads only what runs leave on disk (.hydra/overrides.yaml, summary.json, metrics.csv), so runs from any
-machine or sweep can be compared; the table shows only the overrides that differ between them.
+machine or sweep can be compared; the table shows only the overrides that differ between them, and each run is
+labelled by its values of those (`optim=sgd seed=1`), in the table and in the plot's legend. A sweep dir stands
+for its runs, and files among the arguments (a glob over a sweep dir also matches its sweep_summary.csv and
+multirun.yaml) are passed over.
 """
 
 from __future__ import annotations
@@ -54,19 +57,42 @@ def differing_overrides(overrides: list[dict[str, str]]) -> list[str]:
     return [key for key in keys if len({run.get(key) for run in overrides}) > 1]
 
 
-def compare_table(run_dirs: list[Path]) -> Table:
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Each run by the overrides that tell it apart (`optim=sgd seed=1`); its dir name when none do, or when two
+    runs would get the same label."""
     overrides = [read_overrides(d) for d in run_dirs]
     keys = differing_overrides(overrides)
+    labels = [" ".join(f"{key}={run.get(key, '-')}" for key in keys) for run in overrides]
+    if not keys or len(set(labels)) < len(labels):
+        return [f"{label} ({d.name})".strip() if keys else d.name for label, d in zip(labels, run_dirs, strict=True)]
+    return labels
+
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """The run dirs `paths` name: files are passed over, and a sweep dir (no run files of its own, run dirs
+    inside) stands for its runs, in name order."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            continue
+        children = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        found += [path] if is_run_dir(path) or not children else children
+    return found
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "summary.json").is_file() or (path / "metrics.csv").is_file()
+
+
+def compare_table(run_dirs: list[Path]) -> Table:
     table = Table(title=f"{len(run_dirs)} runs", title_justify="left")
     table.add_column("run", style="bold cyan")
-    for key in keys:
-        table.add_column(key)
+    table.add_column("dir")
     for column in SUMMARY_COLUMNS:
         table.add_column(column, justify="right")
-    for run_dir, run_overrides in zip(run_dirs, overrides, strict=True):
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs), strict=True):
         summary = read_summary(run_dir)
-        table.add_row(str(run_dir), *(run_overrides.get(key, "-") for key in keys),
-                      *(format_value(summary.get(column)) for column in SUMMARY_COLUMNS))
+        table.add_row(label, run_dir.name, *(format_value(summary.get(column)) for column in SUMMARY_COLUMNS))
     return table
 
 
@@ -75,10 +101,10 @@ def plot_val_acc(run_dirs: list[Path], out: Path) -> Path:
 
     figure, axes = new_figure(8, 5)
     ax = axes[0][0]
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, run_labels(run_dirs), strict=True):
         epochs, acc = read_val_acc(run_dir)
         if epochs:
-            ax.plot(epochs, acc, marker="o", label=str(run_dir))
+            ax.plot(epochs, acc, marker="o", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val accuracy")
     ax.set_title("validation accuracy per epoch")
@@ -92,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the plot (default ./compare.png)")
     args = parser.parse_args(argv)
-    missing = [str(d) for d in args.run_dirs
-               if not (d / "summary.json").is_file() and not (d / "metrics.csv").is_file()]
-    if missing:
-        print(f"error: not a run dir (no summary.json or metrics.csv): {', '.join(missing)}", file=sys.stderr)
+    run_dirs = expand_run_dirs(args.run_dirs)
+    missing = [str(d) for d in run_dirs if not is_run_dir(d)]
+    if missing or not run_dirs:
+        named = ", ".join(missing or map(str, args.run_dirs))
+        print(f"error: not a run dir (no summary.json or metrics.csv): {named}", file=sys.stderr)
         return EXIT_USER_ERROR
     console = Console(highlight=False)
-    console.print(compare_table(args.run_dirs))
-    console.print(f"val accuracy curves: {plot_val_acc(args.run_dirs, args.out)}")
+    console.print(compare_table(run_dirs))
+    console.print(f"val accuracy curves: {plot_val_acc(run_dirs, args.out)}")
     return EXIT_OK
 
 

@@ -19,8 +19,8 @@ from trainer.environment import launched_by_torchrun, torchrun_rank
 from trainer.errors import EXIT_SWEEP_JOB_FAILED, TrainerError, described
 from trainer.reporting.run_files import write_csv, write_json
 
-SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "final_val_acc", "epochs", "wall_s", "overrides",
-                  "error")
+SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s",
+                  "overrides", "error")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     if record["status"] == "completed" and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        record |= {key: summary.get(key) for key in ("best_val_acc", "final_val_acc", "epochs", "wall_s")}
+        record |= {key: summary.get(key) for key in ("best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s")}
     return record
 
 
@@ -185,10 +185,23 @@ class SweepSummary(Callback):
         failed = [row for row in rows if row["status"] != "completed"]
         try:
             print_sweep_table(rows, path)
+            print_repeats(sweep_dir, rows)
         finally:  # Hydra turns a callback's exceptions into warnings: the exit code must not depend on the table
             if failed:
                 print(f"error: {len(failed)} of {len(rows)} sweep job(s) failed (see {path})", file=sys.stderr)
                 sys.exit(EXIT_SWEEP_JOB_FAILED)
+
+
+def print_repeats(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Mean ± std over the runs that differ only in seed or data.fold (trainer/reporting/repeats.py)."""
+    from trainer.reporting.repeats import describe_group, repeat_groups, write_repeats
+
+    groups = repeat_groups(rows)
+    if groups:
+        path = write_repeats(sweep_dir, groups)
+        for group in groups:
+            print(describe_group(group))
+        print(f"(mean ± sample std over repeats: {path})")
 
 
 def _short(override: str) -> str:

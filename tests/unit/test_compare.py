@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_real_png
-from trainer.compare import differing_overrides, main, read_overrides
+from trainer.compare import differing_overrides, expand_run_dirs, main, read_overrides, run_labels
 
 
 def fake_run(run_dir: Path, overrides: list[str], val_acc: list[float], wall_s: float) -> Path:
@@ -51,3 +51,19 @@ def test_compare_lists_both_runs_and_plots_their_curves(two_runs: list[Path], tm
     assert "adamw" in lines["run_adamw"] and "0.8500" in lines["run_adamw"] and "4.1" in lines["run_adamw"]
     assert "optim" in text and "seed" in text and "trainer.max_epochs" not in text
     assert_real_png(out)
+
+
+def test_runs_are_labelled_by_the_overrides_that_differ(two_runs: list[Path]) -> None:
+    assert run_labels(two_runs) == ["optim=sgd seed=-", "optim=adamw seed=1"]
+    same = two_runs[:1] * 2  # nothing tells them apart: their dir names do
+    assert run_labels(same) == ["run_sgd", "run_sgd"]
+
+
+def test_a_glob_over_a_sweep_dir_compares_its_runs_and_skips_its_files(two_runs: list[Path], tmp_path: Path,
+                                                                       capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    (tmp_path / "sweep_summary.csv").write_text("job,best_val_acc\n")
+    assert expand_run_dirs([tmp_path]) == sorted(two_runs)  # the sweep dir stands for its runs
+    assert expand_run_dirs([*two_runs, tmp_path / "sweep_summary.csv"]) == two_runs
+    assert main([*map(str, two_runs), str(tmp_path / "sweep_summary.csv"), "--out", str(tmp_path / "c.png")]) == 0
+    assert "optim=adamw seed=1" in capsys.readouterr().out

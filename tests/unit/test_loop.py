@@ -71,13 +71,13 @@ def test_loop_steps_per_step_schedulers_after_every_batch(interval: str, expecte
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected_lr)
 
 
-def test_progress_callback_gets_the_loss_only_at_log_intervals() -> None:
+def test_progress_callback_gets_the_loss_at_the_first_batch_and_at_log_intervals() -> None:
     model, optimizer, scheduler, scaler, prec = setup()
     calls: list[tuple[int, float | None]] = []
     train_epoch(model, toy_batches(batches=6), Regularization(), optimizer, scheduler, scaler,
                 LoopSettings(prec, log_every=3), on_step=lambda done, loss: calls.append((done, loss)))
     assert [done for done, _ in calls] == [1, 2, 3, 4, 5, 6]
-    assert [done for done, loss in calls if loss is not None] == [3, 6]
+    assert [done for done, loss in calls if loss is not None] == [1, 3, 6]
 
 
 def test_topk_and_running_stats_count_hits() -> None:

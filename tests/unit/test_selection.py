@@ -107,8 +107,8 @@ def test_early_stopping_stops_a_plateau_and_resumes_exactly(tmp_path: Path) -> N
 
 
 def test_an_ema_monitored_best_pt_holds_the_ema_weights(tmp_path: Path) -> None:
-    run = run_cli_in_process(*QUICK, "trainer.max_epochs=1", "regularization.ema_decay=0.5",
-                             "trainer.monitor=val_ema/acc", f"hydra.run.dir={tmp_path}")
+    run = run_cli_in_process(*QUICK, "trainer.max_epochs=1", "regularization.ema_decay=0.5", "data=fake",
+                             "data.test_size=16", "trainer.monitor=val_ema/acc", f"hydra.run.dir={tmp_path}")
     assert run.returncode == 0, run.stderr
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
@@ -118,11 +118,11 @@ def test_an_ema_monitored_best_pt_holds_the_ema_weights(tmp_path: Path) -> None:
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in ema)  # not the raw weights
     summary = read_json(tmp_path / "summary.json")
     assert summary["best_val_acc"] == pytest.approx(float(read_csv(tmp_path / "metrics.csv")[0]["val_ema_acc"]))
-    assert "EMA weights" in summary["tested"]
+    assert "EMA weights" in summary["tested"] and summary["test_samples"] == 16
 
     best_pt = tmp_path / "checkpoints" / "best.pt"
-    resumed = run_cli_in_process(*QUICK, "trainer.max_epochs=1", "regularization.ema_decay=0.5",
-                                 "trainer.monitor=val_ema/acc", f"trainer.resume={best_pt}",
+    resumed = run_cli_in_process(*QUICK, "trainer.max_epochs=1", "regularization.ema_decay=0.5", "data=fake",
+                                 "data.test_size=16", "trainer.monitor=val_ema/acc", f"trainer.resume={best_pt}",
                                  f"hydra.run.dir={tmp_path / 'again'}")
     assert resumed.returncode != 0 and "holds the EMA weights as its model" in resumed.stderr
 

@@ -43,3 +43,19 @@ def test_the_table_survives_markup_like_errors_and_a_broken_record(tmp_path: Pat
 def test_a_failed_job_is_not_an_objective() -> None:
     with pytest.raises(TypeError):
         float(FailedJob("diverged"))  # Optuna's sweeper records such a trial as failed
+
+
+def test_runs_that_differ_only_in_seed_are_summarised_as_mean_and_std() -> None:
+    from trainer.reporting.repeats import describe_group, repeat_groups
+
+    rows = [{"job": i, "status": "completed", "overrides": f"optim=sgd seed={i}", "best_val_acc": acc,
+             "test_acc": acc - 0.01, "final_val_acc": acc} for i, acc in enumerate([0.90, 0.92, 0.94])]
+    rows += [{"job": 3, "status": "completed", "overrides": "optim=adamw seed=0", "best_val_acc": 0.5},
+             {"job": 4, "status": "failed", "overrides": "optim=adamw seed=1", "error": "boom"}]
+    groups = repeat_groups(rows)
+    assert len(groups) == 1  # adamw has one completed run: nothing to average
+    group = groups[0]
+    assert (group["configuration"], group["over"], group["runs"]) == ("optim=sgd", "seed", 3)
+    assert group["best_val_acc_mean"] == pytest.approx(0.92) and group["best_val_acc_std"] == pytest.approx(0.02)
+    assert group["test_acc_mean"] == pytest.approx(0.91)
+    assert describe_group(group).startswith("optim=sgd over seed (3 runs): best_val_acc 0.9200 ± 0.0200")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +16,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.tree import Tree
 
 log = logging.getLogger("trainer")
+
+PLAIN_EVERY_S = 30.0  # without a terminal, a progress line at most this often (a long epoch in a SLURM log)
 
 
 class RunConsole:
@@ -52,13 +62,17 @@ class RunConsole:
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int, float | None], None]]:
-        """Yield `update(steps_done, loss_or_None)`; it redraws a bar only on a terminal."""
-        if not self.live or self.quiet:
+        """Yield `update(steps_done, loss_or_None)`: it redraws a bar on a terminal; elsewhere (a pipe, a SLURM
+        log) it prints a plain line at most every PLAIN_EVERY_S seconds, so that a long epoch is not silent."""
+        if self.quiet:
             yield lambda done, loss: None
+            return
+        if not self.live:
+            yield self.plain_progress(description, total)
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn())
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
         with Progress(*columns, console=self.console, transient=True) as bar:
             task = bar.add_task(description, total=total, loss="-", rate="")
 
@@ -70,6 +84,22 @@ class RunConsole:
                 bar.update(task, completed=done, **fields)
 
             yield update
+
+
+    def plain_progress(self, description: str, total: int) -> Callable[[int, float | None], None]:
+        """`update(done, loss)` that prints `<description>: done/total batches, loss, it/s, eta` now and then."""
+        start = last = time.monotonic()
+
+        def update(done: int, loss: float | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if loss is None or done >= total or now - last < PLAIN_EVERY_S:
+                return
+            last, rate = now, done / max(now - start, 1e-9)
+            self.info(f"  {description}: {done}/{total} batches, loss {loss:.4f}, {rate:.1f} it/s, "
+                      f"eta {(total - done) / rate:.0f} s")
+
+        return update
 
 
 def config_tree(cfg: DictConfig, title: str = "config") -> Tree:

@@ -171,6 +171,13 @@ class EvalConfig:
 
 
 @dataclass
+class ExtrasConfig:
+    """`extras.*`: what the console shows beyond the run's own tables."""
+
+    print_config: bool = False  # true: print the composed config tree at start (always written to config_tree.txt)
+
+
+@dataclass
 class TrainConfig:
     """The root of the composed config (`configs/train.yaml`).
 
@@ -192,6 +199,7 @@ class TrainConfig:
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

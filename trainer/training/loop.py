@@ -88,7 +88,8 @@ def train_epoch(model: nn.Module, batches: Batches, regularization: Regularizati
             optimizer_step(model, optimizer, scheduler, scaler, ema, settings.grad_clip_norm)
             optimizer_steps, pending = optimizer_steps + 1, 0
             after_step(batch, stats)
-        mean_loss = stats.mean_loss() if batch % settings.log_every == 0 else None  # a host read
+        # a host read every log_every batches, and at the first (the progress bar shows a loss at once)
+        mean_loss = stats.mean_loss() if batch % settings.log_every == 0 or batch == start_batch + 1 else None
         if mean_loss is not None and not math.isfinite(mean_loss):
             raise NonFiniteLoss(batch)
         on_step(batch, mean_loss)

@@ -49,4 +49,4 @@ def test_pass_summary(stats: EpochStats | None, tested: str, tta: str) -> dict:
     """The test pass's entries in summary.json (scores None without a test split)."""
     return {"test_acc": stats.acc if stats else None, "test_loss": stats.loss if stats else None,
             "test_top5": stats.top5 if stats else None, "test_samples": stats.samples if stats else None,
-            "tested": tested, "tta": tta}
+            "tested": tested if stats else None, "tta": tta if stats else None}

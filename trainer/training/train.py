@@ -45,6 +45,9 @@ from trainer.training.timing import PhaseTimes
 log = logging.getLogger("trainer")
 
 PHASES = ("setup", "train", "validate", "checkpoint", "test", "report")  # summary.json phase_s, with `other`
+# The summary.json entries the console's summary table shows: the result, and how long it took.
+SHOWN = ("best_val_acc", "best_epoch", "monitor", "best_score", "selected_on", "test_acc", "test_loss", "tested",
+         "stopped_epoch", "epochs", "wall_s", "train_samples_per_s")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
@@ -64,7 +67,9 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     check_torchrun_options(cfg, ctx, rank_device)
     console = RunConsole(tcfg.progress if ctx.is_main else "none")
     if ctx.is_main:
-        console.tree(write_config_tree(cfg, run_dir / "config_tree.txt"))
+        tree = write_config_tree(cfg, run_dir / "config_tree.txt")
+        if cfg.extras.print_config:
+            console.tree(tree)
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     apply_regularization_to_model(cfg)
     if checkpoint is not None:
@@ -111,7 +116,8 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
                           run_dir)
     if ctx.is_main:
         write_json(run_dir / "summary.json", summary)
-    console.table("summary", {k: format_value(v) for k, v in summary.items() if k != "run_dir" and v is not None})
+    console.table("summary", {k: format_value(summary[k]) for k in SHOWN if summary.get(k) is not None})
+    console.info(f"wrote {run_dir / 'summary.json'} (every entry; also metrics.csv, checkpoints/ and the report)")
     return state.best_val_acc
 
 

@@ -1,0 +1,41 @@
+"""The console: plain progress lines where there is no terminal, and nothing when quiet."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from trainer.reporting import console as console_module
+from trainer.reporting.console import RunConsole
+
+
+def captured(progress: str) -> tuple[RunConsole, io.StringIO]:
+    out = io.StringIO()
+    console = RunConsole(progress)
+    console.console = Console(file=out, highlight=False, width=120)
+    return console, out
+
+
+def test_a_piped_epoch_prints_a_plain_line_now_and_then(monkeypatch) -> None:
+    monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 0.0)
+    console, out = captured("plain")
+    with console.progress("epoch 1/3", 100) as update:
+        update(10, None)  # no loss read at this step: nothing to say
+        update(20, 0.5)
+        update(100, 0.25)  # the epoch's own line follows: no progress line at the end
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("  epoch 1/3: 20/100 batches, loss 0.5000,")
+    assert "it/s, eta " in lines[0]
+
+
+def test_progress_lines_wait_their_interval_and_quiet_prints_none(monkeypatch) -> None:
+    monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 3600.0)
+    console, out = captured("plain")
+    with console.progress("epoch 1/3", 100) as update:
+        update(20, 0.5)
+    quiet, quiet_out = captured("none")
+    monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 0.0)
+    with quiet.progress("epoch 1/3", 100) as update:
+        update(20, 0.5)
+    assert out.getvalue() == "" and quiet_out.getvalue() == ""
