@@ -60,7 +60,8 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
 
 
 def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.device | None) -> float:
-    """The whole run; returns the val accuracy of the selected weights (the objective sweepers maximise)."""
+    """The whole run; returns the best trainer.monitor value (the objective a sweeper optimises, in the
+    monitor's direction: val/acc by default, maximised)."""
     wall_start, times, tcfg = time.perf_counter(), PhaseTimes(), cfg.trainer
     monitor, early = Monitor.from_config(tcfg), tcfg.early_stopping
     resume_path = resolve_resume(tcfg.resume, run_dir)
@@ -118,7 +119,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
         write_json(run_dir / "summary.json", summary)
     console.table("summary", {k: format_value(summary[k]) for k in SHOWN if summary.get(k) is not None})
     console.info(f"wrote {run_dir / 'summary.json'} (every entry; also metrics.csv, checkpoints/ and the report)")
-    return state.best_val_acc
+    return state.best_score if state.best_score is not None else float("nan")
 
 
 def train_one_epoch(run: RunSetup, state: TrainState, hooks: Hooks, console: RunConsole, epoch: int) -> EpochStats:
