@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from tests.conftest import SHARED_DATA, build, digits_module, write_mnist_like
+from tests.conftest import SHARED_DATA, build, compose, digits_module, write_mnist_like
 from trainer.data.sampler import EpochSampler, class_balance_weights
-from trainer.data.splits import dataset_labels, stratified_split
+from trainer.data.splits import dataset_labels, stratified_folds, stratified_split
 from trainer.data.transforms import TransformedDataset
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
+from trainer.schema import validate
 
 COUNTS = [50, 23, 7, 1, 12]  # an imbalanced toy set: class c has COUNTS[c] samples
 
@@ -201,3 +202,25 @@ def test_both_loader_paths_draw_the_same_balanced_batches() -> None:
     assert all(torch.equal(a, b) for a, b in zip(*modules, strict=True))
     counts = torch.bincount(torch.cat(modules[0]), minlength=3)
     assert counts.min() > 40, counts  # 240 draws: shuffling would give the 6-sample class about 4
+
+
+def test_folds_partition_each_class_and_every_fold_is_the_val_split_once() -> None:
+    labels = torch.tensor([0] * 23 + [1] * 11 + [2] * 7)
+    vals = [stratified_folds(labels, 5, fold, seed=3)[1] for fold in range(5)]
+    assert torch.equal(torch.cat(vals).sort().values, torch.arange(len(labels)))  # disjoint, covering all
+    for fold, val in enumerate(vals):
+        train, _ = stratified_folds(labels, 5, fold, seed=3)
+        assert not set(train.tolist()) & set(val.tolist()) and len(train) + len(val) == len(labels)
+        for label, count in ((0, 23), (1, 11), (2, 7)):  # each class's count / 5, within one
+            assert abs(int((labels[val] == label).sum()) - count / 5) < 1
+    assert not torch.equal(stratified_folds(labels, 5, 0, seed=4)[1], vals[0])  # the seed decides the deal
+
+
+def test_data_folds_choose_the_val_split_of_a_data_module() -> None:
+    first, second = build("data.folds=5", "data.fold=0"), build("data.folds=5", "data.fold=1")
+    first_val, second_val = (set(map(tuple, m.val_set.tensors[0].flatten(1).tolist())) for m in (first, second))
+    assert not first_val & second_val  # different folds hold out different digits
+    assert len(first.train_set) + len(first.val_set) == 1797
+    with pytest.raises(ConfigError, match="data.folds must be null when data.val_dir is given"):
+        validate(compose("data=imagefolder", "data.train_dir=x", "data.val_dir=y", "data.num_classes=2",
+                         "data.folds=3"))

@@ -44,7 +44,8 @@ class DataModule:
     """
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
-                 image_size: int, in_memory: bool = False, sampler: str = "shuffle") -> None:
+                 image_size: int, in_memory: bool = False, sampler: str = "shuffle", folds: int | None = None,
+                 fold: int = 0) -> None:
         if sampler not in SAMPLERS:
             raise ConfigError(f"data.sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
         self.batch_size = batch_size
@@ -54,6 +55,7 @@ class DataModule:
         self.image_size = image_size
         self.in_memory = in_memory
         self.sampler = sampler
+        self.folds, self.fold = folds, fold  # data.folds: validate on fold `fold` of K (trainer/data/splits.py)
         self.classes: list[str] = [str(i) for i in range(num_classes)]
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from trainer.data.base import DataModule
 from trainer.data.in_memory import TensorSplits
-from trainer.data.splits import stratified_split
+from trainer.data.splits import held_out
 from trainer.data.transforms import image_tensor_sets, match_channels, normalized_tensors, resize_images
 from trainer.errors import DataError
 
@@ -83,9 +83,9 @@ class InMemoryDataModule(DataModule):
 
         images, labels = prepare(splits.train_images), splits.train_labels
         test_images, test_labels = prepare(splits.test_images), splits.test_labels
-        if self.val_fraction == 0:
+        if self.val_fraction == 0 and self.folds is None:
             return TensorSplits(images, labels, test_images, test_labels, test_images, test_labels)
-        train_idx, val_idx = stratified_split(labels, self.val_fraction, self.split_seed,
-                                              f"data={self.option}'s train split")
+        train_idx, val_idx = held_out(labels, self.val_fraction, self.split_seed, self.folds, self.fold,
+                                      f"data={self.option}'s train split")
         return TensorSplits(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], test_images,
                             test_labels)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from trainer.data.base import DataModule
 from trainer.data.in_memory import TensorSplits
-from trainer.data.splits import stratified_split
+from trainer.data.splits import held_out
 from trainer.data.transforms import TransformedDataset, train_transform
 from trainer.errors import DataError
 
@@ -68,7 +68,8 @@ class DigitsDataModule(DataModule):
         if self.in_channels != 1:
             images = images.expand(-1, self.in_channels, -1, -1).contiguous()
 
-        train_idx, val_idx = stratified_split(labels, self.val_fraction, self.split_seed, "data=digits")
+        train_idx, val_idx = held_out(labels, self.val_fraction, self.split_seed, self.folds, self.fold,
+                                      "data=digits")
         self._train_stats = images[train_idx].mean().item(), images[train_idx].std().item()
         return images, labels, train_idx, val_idx
 

@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from trainer.data.base import DataModule
-from trainer.data.splits import stratified_split
+from trainer.data.splits import held_out
 from trainer.data.transforms import TransformedDataset, eval_transform, resize_ops, train_transform
 from trainer.errors import DataError
 
@@ -103,8 +103,8 @@ class ImageFolderDataModule(DataModule):
         eval_tf = eval_transform(*self.normalization(), fit)
 
         if self.val_dir is None:
-            train_idx, val_idx = stratified_split(train.targets, self.val_fraction, self.split_seed,
-                                                  f"data.train_dir {self.train_dir}")
+            train_idx, val_idx = held_out(train.targets, self.val_fraction, self.split_seed, self.folds, self.fold,
+                                          f"data.train_dir {self.train_dir}")
             train_set: Dataset = TransformedDataset(Subset(train, train_idx.tolist()), train_tf)
             val_set: Dataset = TransformedDataset(Subset(train, val_idx.tolist()), eval_tf)
         else:

@@ -2,7 +2,9 @@
 
 `stratified_split` holds out the same fraction of every class, chosen by a generator seeded with
 `data.split_seed` alone: the split is the same on every machine and in every run with that seed, and the
-val set's class mix is the train split's.
+val set's class mix is the train split's. `stratified_folds` deals every class's samples, in a seeded order,
+into K folds (`data.folds`) and holds out fold `data.fold`: the K runs of `-m data.fold=0,...,K-1` validate on
+disjoint sets that together cover the train split (cross-validation).
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int,
         raise DataError(f"data.val_fraction={fraction} leaves an empty {part} part of {source} ({len(labels)} "
                         f"images; each class holds out round(count * {fraction})): {fix}")
     return train_idx, val_idx
+
+
+def stratified_folds(labels: torch.Tensor, folds: int, fold: int, seed: int,
+                     source: str = "the train split") -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx) for fold `fold` of `folds`: each class's samples, in an order drawn by a generator
+    seeded with `seed`, go to folds 0, 1, ..., folds-1, 0, 1, ... in turn, so every fold holds each class's
+    count / folds (within one) and the folds partition `labels`. A DataError when a fold would be empty."""
+    labels = torch.as_tensor(labels).to(torch.int64).flatten()
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"need folds >= 2 and 0 <= fold < folds (got folds={folds}, fold={fold})")
+    generator = torch.Generator().manual_seed(seed)
+    assigned = torch.empty(len(labels), dtype=torch.int64)
+    for label in torch.unique(labels).tolist():
+        members = (labels == label).nonzero().flatten()
+        order = members[torch.randperm(len(members), generator=generator)]
+        assigned[order] = torch.arange(len(order)) % folds
+    val_idx, train_idx = (assigned == fold).nonzero().flatten(), (assigned != fold).nonzero().flatten()
+    if len(val_idx) == 0:
+        raise DataError(f"data.folds={folds} leaves fold {fold} of {source} empty ({len(labels)} images): "
+                        "lower data.folds")
+    return train_idx, val_idx
+
+
+def held_out(labels: torch.Tensor, fraction: float, seed: int, folds: int | None, fold: int,
+             source: str = "the train split") -> tuple[torch.Tensor, torch.Tensor]:
+    """The val split of `labels`: fold `fold` of `folds` when folds are set, else a stratified `fraction`."""
+    if folds is not None:
+        return stratified_folds(labels, folds, fold, seed, source)
+    return stratified_split(labels, fraction, seed, source)
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:

@@ -23,9 +23,16 @@ class DataConfig:
     image_size: int = MISSING
     in_memory: bool = False  # true: decode once onto the training device; batch and augment there (augment=none|basic)
     sampler: str = "shuffle"  # shuffle: a seeded permutation per epoch; balanced: seeded draws, every class as often
+    # Cross-validation: validate on fold `fold` of a seeded, stratified `folds`-fold partition of the train split
+    # (instead of val_fraction); -m data.fold=0,1,2,3,4 runs every fold, and the sweep reports mean ± std.
+    folds: int | None = None
+    fold: int = 0
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(self.folds is None or self.folds >= 2, "folds", ">= 2 or null", self.folds)
+        require(0 <= self.fold < (self.folds or 1), "fold", f"in 0..{(self.folds or 1) - 1} (data.folds="
+                f"{self.folds})", self.fold)
         require(self.sampler in SAMPLERS, "sampler", f"one of {', '.join(SAMPLERS)}", self.sampler)
         require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
         require(self.num_classes >= 2, "num_classes", ">= 2", self.num_classes)
@@ -63,6 +70,7 @@ class FakeConfig(DataConfig):
         require(self.train_size > 0, "train_size", "> 0", self.train_size)
         require(self.val_size > 0, "val_size", "> 0", self.val_size)
         require(self.test_size >= 0, "test_size", ">= 0", self.test_size)
+        require(self.folds is None, "folds", "null for data=fake, whose val split is images of its own", self.folds)
 
 
 @dataclass
@@ -140,6 +148,8 @@ class ImageFolderConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.folds is None or self.val_dir is None, "folds", "null when data.val_dir is given (folds split "
+                "train_dir)", self.folds)
         require(self.in_channels in (1, 3), "in_channels", "1 (grey) or 3 (RGB)", self.in_channels)
         require(not self.in_memory, "in_memory", "false for imagefolder, whose images are decoded per sample "
                 f"(in_memory=true suits {', '.join(IN_MEMORY_OPTIONS)})", self.in_memory)

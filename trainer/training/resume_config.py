@@ -148,7 +148,8 @@ def check_selection(checkpoint: dict, wanted: dict, path: str | Path) -> None:
 # The data keys that came with validation apart from test, and what a config saved before them meant: stored sets
 # validated on their test split, with a plain shuffle. digits' and an imagefolder train_dir's seeded split became
 # class-stratified at the same time, so their old checkpoints held out other images.
-LEGACY_DATA = {"sampler": "shuffle", "val_fraction": 0.0, "split_seed": 0, "test_size": 0, "test_dir": None}
+LEGACY_DATA = {"sampler": "shuffle", "val_fraction": 0.0, "split_seed": 0, "test_size": 0, "test_dir": None,
+               "folds": None, "fold": 0}
 RESPLIT = {"trainer.data.digits.DigitsDataModule": "digits", "trainer.data.imagefolder.ImageFolderDataModule":
            "imagefolder"}
 
@@ -157,10 +158,10 @@ def with_legacy_data(saved: dict, wanted: dict, path: str | Path) -> dict:
     """`saved` with the data keys a checkpoint from before `data.sampler` lacks, as they behaved then; a
     CheckpointError for a data set whose split has changed since (its train and val images would differ)."""
     data = saved.get("data") or {}
-    if "sampler" in data or not isinstance(wanted.get("data"), dict):
+    if not isinstance(wanted.get("data"), dict):
         return saved
     option = RESPLIT.get(data.get("_target_"))
-    if option and not data.get("val_dir"):
+    if "sampler" not in data and option and not data.get("val_dir"):
         raise CheckpointError(f"checkpoint {path} was made before data={option}'s val split was class-stratified: "
                               "a resume would train and validate on other images; start a new run")
     filled = {key: value for key, value in LEGACY_DATA.items() if key in wanted["data"] and key not in data}
