@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from trainer.data.base import DataModule
-from trainer.errors import CheckpointError, TrainerError
+from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.schema import GROUP_SCHEMAS
 
 
@@ -29,10 +29,26 @@ def build_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
     return instantiate_group(model_cfg, _convert_="all")
 
 
-def build_logger(logger_cfg: DictConfig | dict[str, Any], run_dir: str) -> Any:
-    """The `logger` group's logger for `run_dir` (a TrainerError its constructor raises, such as event files
-    that cannot be created, comes out as itself)."""
-    return instantiate_group(logger_cfg, run_dir=run_dir)
+def build_logger(logger_cfg: DictConfig | dict[str, Any], run_dir: str, cfg: DictConfig | None = None) -> Any:
+    """The run's loggers as one `Loggers` (trainer/reporting/loggers.py): one per entry of the `logger` group
+    (`{}`: none; a single node with a `_target_` is one logger), each given `run_dir`, and, from the run's
+    `cfg`, its params and default name. A TrainerError a constructor raises, such as event files that cannot be
+    created, comes out as itself."""
+    from trainer.reporting.loggers import Loggers, run_label, run_params
+
+    nodes = {"logger": logger_cfg} if "_target_" in logger_cfg else dict(logger_cfg.items())
+    params, name = (run_params(cfg), run_label(cfg)) if cfg is not None else ({}, "")
+    loggers: dict[str, Any] = {}
+    try:
+        for key, node in nodes.items():
+            if not (isinstance(node, dict | DictConfig) and "_target_" in node):
+                raise ConfigError(f"invalid config: logger.{key} must be a logger (pick them with logger=OPTION)")
+            make = instantiate_group(node, _partial_=True, _convert_="all")
+            loggers[key] = make(run_dir=run_dir, params=params, name=name)
+    except BaseException:
+        Loggers(loggers).close("FAILED")  # those already started end now, not at exit
+        raise
+    return Loggers(loggers)
 
 
 def instantiate_group(node: DictConfig | dict[str, Any], **kwargs: Any) -> Any:

@@ -292,7 +292,7 @@ def test_tensorboard_folder_that_cannot_be_created(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "logger=tensorboard",
-                                f"logger.log_dir={blocker / 'tb'}", "trainer.max_epochs=1")
+                                f"logger.tensorboard.log_dir={blocker / 'tb'}", "trainer.max_epochs=1")
     assert_clean_failure(result, USER_EXIT, f"cannot write TensorBoard's event files in {blocker / 'tb'}")
     assert blocker.read_text() == "not a folder"
 

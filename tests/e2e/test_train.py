@@ -19,7 +19,8 @@ FAST = ("trainer.progress=plain",)
 def digits_run(tmp_path_factory) -> Path:
     """One real 2-epoch run on digits, shared by the tests that inspect what a run leaves."""
     run_dir = tmp_path_factory.mktemp("digits") / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "logger.graph=true", *FAST, report=True)
+    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=2", "logger.tensorboard.graph=true", *FAST,
+                     report=True)
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -60,10 +61,13 @@ def test_tensorboard_scalars_are_readable(digits_run: Path) -> None:
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput"} <= tags
-    val_acc = [e.value for e in events.Scalars("val/acc")]
+    val_acc = events.Scalars("val/acc")
     rows = read_csv(digits_run / "metrics.csv")
-    assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-6)
-    assert events.Tags()["graph"]  # logger.graph=true
+    assert [e.value for e in val_acc] == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-6)
+    assert [e.step for e in val_acc] == [int(r["step"]) for r in rows]  # x: the global step at the epoch's end
+    every = compose().trainer.log_every_n_steps  # step-level points: every trainer.log_every_n_steps steps
+    assert [e.step for e in events.Scalars("train/loss_step")] == list(range(every, int(rows[-1]["step"]) + 1, every))
+    assert events.Tags()["graph"]  # logger.tensorboard.graph=true
 
 
 def test_checkpoints_load_weights_only_with_a_plain_config(digits_run: Path) -> None:

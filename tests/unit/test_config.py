@@ -118,12 +118,16 @@ def test_regularization_options_mix_and_give_a_loss(option: str) -> None:
 
 @pytest.mark.parametrize("option", options("logger"))
 def test_logger_options_log(option: str, tmp_path) -> None:
-    cfg = compose(f"logger={option}")
-    logger = instantiate(cfg.logger, run_dir=str(tmp_path))
+    from trainer.build import build_logger
+
+    cfg = compose(f"logger={option}", f"paths.output_root={tmp_path}")
+    validate(cfg)
+    logger = build_logger(cfg.logger, str(tmp_path), cfg)
     logger.log_scalars({"val/acc": 0.5}, step=1)
     logger.close()
     wrote = any(tmp_path.rglob("events.out.tfevents*"))
-    assert wrote == (option == "tensorboard")
+    assert wrote == (option in ("tensorboard", "many"))
+    assert len(logger.loggers) == len(cfg.logger)
 
 
 @pytest.mark.parametrize("option", options("debug"))
@@ -191,7 +195,15 @@ def schema_defaults(group: str, schema: str) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(GROUP_SCHEMAS[group][schema]), resolve=False)
 
 
-SCHEMA_GROUPS = sorted(GROUP_SCHEMAS)
+SCHEMA_GROUPS = sorted(set(GROUP_SCHEMAS) - {"logger"})  # logger's options are named nodes: the test below
+
+
+def test_logger_option_files_are_their_schema_under_their_name() -> None:
+    for option in sorted(set(options("logger")) - {"many", "none"}):
+        raw = OmegaConf.to_container(OmegaConf.load(CONFIGS / "logger" / f"{option}.yaml"), resolve=False)
+        assert raw.pop("defaults") == [{f"/schema/logger@{option}": option}, "_self_"] and not raw, option
+        assert option in GROUP_SCHEMAS["logger"]
+    assert set(GROUP_SCHEMAS["logger"]) <= set(options("logger"))
 
 
 @pytest.mark.parametrize("group", SCHEMA_GROUPS)

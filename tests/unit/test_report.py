@@ -11,7 +11,7 @@ from tests.conftest import assert_real_png, compose, read_csv
 from trainer.build import build_data, build_model
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
 from trainer.reporting.console import config_tree, write_config_tree
-from trainer.reporting.loggers import NullLogger, TensorBoardLogger
+from trainer.reporting.loggers import Loggers, TensorBoardLogger
 from trainer.reporting.report import write_run_report
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.runtime import Precision
@@ -47,7 +47,7 @@ def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]
 
 def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits_parts) -> None:
     cfg, datamodule, _ = digits_parts
-    written, _ = report(tmp_path, digits_parts, NullLogger(str(tmp_path)))
+    written, _ = report(tmp_path, digits_parts, Loggers())
     for name in ("curves.png", "confusion_matrix.png", "samples.png"):
         assert_real_png(tmp_path / name)
     assert written["per_class"] == tmp_path / "per_class.csv"
@@ -60,11 +60,12 @@ def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits
 def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_parts) -> None:
     """The default logger config: TensorBoard figures and hparams, but no model graph (tracing it costs time;
     tests/e2e/test_train.py's run sets logger.graph=true and finds the graph)."""
-    from hydra.utils import instantiate
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logger = instantiate(digits_parts[0].logger, run_dir=str(tmp_path))
-    assert isinstance(logger, TensorBoardLogger)
+    from trainer.build import build_logger
+
+    logger = build_logger(digits_parts[0].logger, str(tmp_path), digits_parts[0])
+    assert [type(one) for one in logger.loggers.values()] == [TensorBoardLogger]
     report(tmp_path, digits_parts, logger)
     logger.close()
     events = EventAccumulator(str(tmp_path / "tb"))
@@ -73,7 +74,8 @@ def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_p
     hparams = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in hparams
     assert b"optim.lr" in hparams["_hparams_/session_start_info"]
-    assert {"hparam/best_val_acc", "hparam/final_val_acc"} <= set(events.Tags()["scalars"])
+    assert {"hparam/best_val_acc", "hparam/final_val_acc"} <= set(events.Tags()["scalars"])  # add_hparams's own
+    assert [e.step for e in events.Scalars("hparam/best_val_acc")] == [HISTORY[-1]["step"]]
     assert not events.Tags()["graph"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.reporting.run_files import write_metrics_csv
-from trainer.training.hooks import EpochEvent, Hook
+from trainer.training.hooks import EpochEvent, Hook, StepEvent
 
 if TYPE_CHECKING:
     from trainer.reporting.console import RunConsole
@@ -27,24 +27,32 @@ class MetricsFile(Hook):
 
 
 class LoggerScalars(Hook):
-    """Each epoch's metrics to the experiment logger (x-axis: the epoch); closes the logger at the end."""
+    """The run's curves to its loggers, all at x = the global optimizer step: every trainer.log_every_n_steps
+    steps the epoch's running mean loss so far (train/loss_step) and the lr; at each epoch's end its metrics
+    (metrics.csv's `step` column); the test pass's scores at the last step. Closes the loggers at the end."""
 
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
+    def __init__(self, run: RunSetup, logger: Any) -> None:
+        self.run, self.logger = run, logger
+        self.every = run.cfg.trainer.log_every_n_steps
+
+    def after_step(self, state: TrainState, step: StepEvent) -> None:
+        if state.global_step % self.every == 0:
+            scalars = {"train/loss_step": step.stats.mean_loss(), "lr": self.run.optimizer.param_groups[0]["lr"]}
+            self.logger.log_scalars(scalars, state.global_step, every_step=True)
 
     def after_validation(self, state: TrainState, epoch: EpochEvent) -> None:
         scalars = {"train/loss": epoch.train.loss, "train/acc": epoch.train.acc, "val/loss": epoch.val.loss,
                    "val/acc": epoch.val.acc, "lr": epoch.lr, "throughput": epoch.train.samples_per_s}
         if epoch.val_ema is not None:
             scalars |= {"val_ema/loss": epoch.val_ema.loss, "val_ema/acc": epoch.val_ema.acc}
-        self.logger.log_scalars(scalars, epoch.epoch)
+        self.logger.log_scalars(scalars, state.global_step)
 
     def at_end(self, state: TrainState) -> None:
-        """The test pass's scores (logged at the last epoch), then close the logger."""
+        """The test pass's scores (logged at the last step), then close the loggers."""
         test = state.test or {}
         scalars = {f"test/{name}": test.get(f"test_{name}") for name in ("acc", "loss", "top5")}
         if test.get("test_acc") is not None:
-            self.logger.log_scalars({k: v for k, v in scalars.items() if v is not None}, state.epoch)
+            self.logger.log_scalars({k: v for k, v in scalars.items() if v is not None}, state.global_step)
         self.logger.close()
 
 
@@ -106,4 +114,4 @@ def reporting_hooks(run: RunSetup, run_dir: Path, console: RunConsole, logger: A
     closes the logger at the end."""
     tcfg = run.cfg.trainer
     report = [RunReport(run, run_dir, logger, times)] if tcfg.report and tcfg.save_checkpoints else []
-    return [MetricsFile(run_dir), *report, LoggerScalars(logger), EpochLine(console, tcfg.max_epochs)]
+    return [MetricsFile(run_dir), *report, LoggerScalars(run, logger), EpochLine(console, tcfg.max_epochs)]

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
+from trainer.reporting.loggers import run_params
 from trainer.reporting.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
 from trainer.reporting.run_files import write_csv
 from trainer.training.checkpoint import load_checkpoint
@@ -52,9 +53,11 @@ def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, batch
         pixels = render(figure)
         written[name] = save_pixels(pixels, run_dir / f"{name}.png")
         logger.log_images(f"report/{name}", torch.from_numpy(pixels[..., :3].copy()).permute(2, 0, 1))
+        logger.log_artifact(written[name])
     if log_graph and len(samples):
         logger.log_graph(model, samples[:1].to(precision.device))
-    logger.log_hparams(flat_hparams(cfg), final_metrics(history, predicted, targets, split))
+    logger.log_hparams(run_params(cfg), final_metrics(history, predicted, targets, split),
+                       int(history[-1].get("step", 0)) if history else 0)
     return written
 
 
@@ -77,26 +80,6 @@ def predict_split(model: nn.Module, batches: Iterable, precision: Precision,
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty, torch.zeros(0)
     return torch.cat(predicted), torch.cat(targets), torch.cat(samples)
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, int | float | str | bool]:
-    """The config as dotted keys with the scalar types TensorBoard's HParams accepts (others as strings)."""
-    try:
-        tree = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation that only resolves inside a Hydra run (e.g. ${hydra:...})
-        tree = OmegaConf.to_container(cfg, resolve=False)
-    flat: dict[str, int | float | str | bool] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-            return
-        key = prefix[:-1]
-        flat[key] = node if isinstance(node, int | float | str | bool) else str(node)
-
-    walk(tree, "")
-    return flat
 
 
 def final_metrics(history: list[dict], predicted: torch.Tensor, targets: torch.Tensor,

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.errors import ConfigError, UnknownKeyError, did_you_mean
-from trainer.schema import augment, data, model, optim, regularization, run, scheduler
+from trainer.schema import augment, data, logger, model, optim, regularization, run, scheduler
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": data.SCHEMAS,
@@ -24,6 +24,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "scheduler": scheduler.SCHEMAS,
     "augment": augment.SCHEMAS,
     "regularization": regularization.SCHEMAS,
+    "logger": logger.SCHEMAS,
     **run.SCHEMAS,
 }
 
@@ -41,8 +42,9 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, type]]:
     """Keys of `node` and of its nested schema nodes that their dataclass does not declare, each with that
     dataclass (`+key=value` adds such keys past Hydra's own check)."""
     schema = OmegaConf.get_type(node)
-    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
-        return []
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):  # a plain dict: `logger`'s named loggers
+        return [found for key, value in node.items_ex(resolve=False) if isinstance(value, DictConfig)
+                for found in unknown_keys(value, f"{prefix}{key}.")]
     fields = [f.name for f in dataclasses.fields(schema)]
     found = [(f"{prefix}{key}", schema) for key in node if key not in fields]
     for key, value in node.items_ex(resolve=False):  # unresolved: an interpolation may point at a missing value

@@ -1,4 +1,4 @@
-"""Schemas of the run itself: the `trainer`, `logger` and `paths` groups and the root config."""
+"""Schemas of the run itself: the `trainer` and `paths` groups and the root config (`logger`: logger.py)."""
 
 from __future__ import annotations
 
@@ -108,15 +108,6 @@ class TrainerConfig:
         require(self.check_nonfinite_every_step or not self.skip_nonfinite, "skip_nonfinite",
                 "false when check_nonfinite_every_step=false (skipping needs the per-step check)",
                 self.skip_nonfinite)
-
-
-@dataclass
-class LoggerConfig:
-    """`logger=tensorboard`: event files in <run dir>/<log_dir>; `logger=none` swaps the target for NullLogger."""
-
-    _target_: str = "trainer.reporting.loggers.TensorBoardLogger"
-    log_dir: str = "tb"
-    graph: bool = False  # true: add the model graph (TensorBoard's Graphs tab), traced on one val batch at the end
 
 
 @dataclass
@@ -230,6 +221,5 @@ def check_evaluation(cfg: Any) -> None:
 
 SCHEMAS = {
     "trainer": {"trainer": TrainerConfig},
-    "logger": {"logger": LoggerConfig},
     "paths": {"paths": PathsConfig},
 }

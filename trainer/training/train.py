@@ -82,8 +82,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     state = checkpointer.restore(checkpoint, resume_path) if checkpoint is not None else TrainState()
     if checkpoint is not None:
         console.info(f"Resumed from {resume_path} after {position(state)} (step {state.global_step})")
-    logger = build_logger(cfg.logger if ctx.is_main else {"_target_": "trainer.reporting.loggers.NullLogger"},
-                          str(run_dir))
+    logger = build_logger(cfg.logger if ctx.is_main else {}, str(run_dir), cfg)  # rank 0 alone logs
     console.table("trainer", describe_run(run, state, run_dir))
     throughput = Throughput()
     reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
