@@ -27,7 +27,7 @@ from trainer.errors import (
     described,
     first_line,
 )
-from trainer.hydra_callbacks import FailedJob
+from trainer.hydra_callbacks import FailedJob, PrunedJob
 from trainer.hydra_compat import Step, guarded_hydra_steps
 from trainer.run_dirs import release_claims
 from trainer.schema import register_configs, validate
@@ -57,8 +57,9 @@ def compose_config(overrides: Sequence[str], with_hydra: bool = False) -> DictCo
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=with_hydra)
 
 
-def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> float | None:
-    """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (val accuracy) for sweepers."""
+def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> float | PrunedJob | None:
+    """Validate `cfg`, then dispatch on `cfg.mode`; returns the objective (the best trainer.monitor value) for
+    sweepers, or a PrunedJob for a run that an Optuna search pruned (passed on as it is)."""
     validate(cfg)
     limit_threads(cfg.trainer.num_threads, launcher)
     if cfg.mode == "eval":
@@ -126,7 +127,7 @@ _main_call = MainCall()  # the `main()` call in progress; each call starts a fre
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_task(cfg: DictConfig) -> float | FailedJob | None:
+def _hydra_task(cfg: DictConfig) -> float | FailedJob | PrunedJob | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -30,6 +30,15 @@ class FailedJob:
     error: str
 
 
+@dataclass(frozen=True)
+class PrunedJob:
+    """What a job of an Optuna search returns when its trial was pruned: it stopped early, by design (not a
+    failure: the sweep summary lists it as `pruned`; the sweeper tells the study so)."""
+
+    epoch: int  # the last epoch it trained
+    best_score: float | None  # its best trainer.monitor value by then
+
+
 def _stop(err: TrainerError) -> NoReturn:
     """One `error:` line on stderr and the error's exit code (a callback's exceptions would be mere warnings)."""
     print(f"error: {err}", file=sys.stderr)
@@ -107,15 +116,18 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
         record |= {"status": "failed", "error": described(job_return._return_value)}
     elif isinstance(job_return.return_value, FailedJob):
         record |= {"status": "failed", "error": job_return.return_value.error}
+    elif isinstance(job_return.return_value, PrunedJob):
+        record["status"] = "pruned"
     summary_path = run_dir / "summary.json"
-    if record["status"] == "completed" and summary_path.is_file():
+    if record["status"] != "failed" and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         record |= {key: summary.get(key) for key in ("best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s")}
     return record
 
 
 def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
-    """Every job's record under `sweep_dir`, best first (by best_val_acc), failed jobs last, ranked.
+    """Every job's record under `sweep_dir`: completed ones ranked, best first (by best_val_acc), then pruned Optuna
+    trials (unranked: they stopped early), failed jobs last.
 
     `since` (a time.time()) leaves out records an earlier sweep left in a reused sweep dir.
     """
@@ -130,8 +142,8 @@ def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, An
             records.append({"job": job, "status": "failed", "overrides": "", "error": f"unreadable {path.name}"})
     done = sorted((r for r in records if r["status"] == "completed"),
                   key=lambda r: (-(r.get("best_val_acc") if r.get("best_val_acc") is not None else -1.0), r["job"]))
-    failed = sorted((r for r in records if r["status"] != "completed"), key=lambda r: r["job"])
-    return [{"rank": i if r["status"] == "completed" else "", **r} for i, r in enumerate(done + failed, start=1)]
+    rest = sorted((r for r in records if r["status"] != "completed"), key=lambda r: (r["status"] != "pruned", r["job"]))
+    return [{"rank": i if r["status"] == "completed" else "", **r} for i, r in enumerate(done + rest, start=1)]
 
 
 def write_sweep_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> Path:
@@ -154,7 +166,8 @@ def print_sweep_table(rows: list[dict[str, Any]], path: Path) -> None:
     for row, overrides in zip(rows, per_job, strict=True):
         row = {**row, "overrides": " ".join(_short(o) for o in overrides if o not in shared)}
         acc = row.get("best_val_acc")
-        status = "[red]failed[/red]: " + escape(row["error"]) if row["status"] != "completed" else "ok"
+        status = {"completed": "ok", "pruned": "pruned"}.get(row["status"],
+                                                             "[red]failed[/red]: " + escape(row["error"]))
         table.add_row(str(row["rank"]), str(row["job"]), escape(row["overrides"]) or "(none)",
                       "" if acc is None else f"{acc:.4f}", str(row.get("epochs") or ""),
                       "" if row.get("wall_s") is None else f"{row['wall_s']:.1f}", status)
@@ -165,7 +178,8 @@ class SweepSummary(Callback):
     """After every sweep job, `job.json` in its dir; when the sweep ends, `sweep_summary.csv` and a table.
 
     Jobs may run in other processes (joblib, submitit), so each job records itself and the end reads them all.
-    A sweep in which any job failed exits with code 1 once every job has run and the table is printed.
+    A sweep in which any job failed exits with code 1 once every job has run and the table is printed (a pruned
+    Optuna trial is no failure).
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -182,7 +196,7 @@ class SweepSummary(Callback):
         if not rows:
             return
         path = write_sweep_summary(sweep_dir, rows)
-        failed = [row for row in rows if row["status"] != "completed"]
+        failed = [row for row in rows if row["status"] not in ("completed", "pruned")]
         try:
             print_sweep_table(rows, path)
             print_repeats(sweep_dir, rows)

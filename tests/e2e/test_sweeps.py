@@ -39,7 +39,13 @@ def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) ->
     assert "best_val_acc" in result.stdout and "failed" in result.stdout  # the printed table
 
 
-@pytest.mark.slow  # a 4-trial search
+def test_the_optuna_sweeper_is_found_as_a_hydra_plugin() -> None:
+    result = run_cli("--hydra-help", report=True)  # report: no trainer.report override
+    assert result.returncode == 0, result.stderr
+    assert "hydra/sweeper: basic, optuna" in result.stdout and "hydra/sweeper/sampler: random, tpe" in result.stdout
+
+
+@pytest.mark.slow  # a 3-trial search
 def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}", *QUICK)
@@ -55,6 +61,7 @@ def test_optuna_search_writes_its_results(tmp_path: Path) -> None:
     rows = summary_rows(sweep)
     assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
     assert results["best_value"] == pytest.approx(max(float(row["best_val_acc"]) for row in rows))
+    assert (results["direction"], results["trials"]) == ("maximize", {"complete": 3, "pruned": 0, "fail": 0})
     assert "Best parameters" in result.stdout + result.stderr
 
 

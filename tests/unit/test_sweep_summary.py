@@ -59,3 +59,28 @@ def test_runs_that_differ_only_in_seed_are_summarised_as_mean_and_std() -> None:
     assert group["best_val_acc_mean"] == pytest.approx(0.92) and group["best_val_acc_std"] == pytest.approx(0.02)
     assert group["test_acc_mean"] == pytest.approx(0.91)
     assert describe_group(group).startswith("optim=sgd over seed (3 runs): best_val_acc 0.9200 ± 0.0200")
+
+
+def test_a_pruned_optuna_trial_is_listed_after_the_completed_jobs_and_fails_no_sweep(tmp_path: Path,
+                                                                                       capsys) -> None:
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from trainer.hydra_callbacks import PrunedJob, SweepSummary, job_record
+
+    outcomes = {0: 0.9, 1: PrunedJob(epoch=1, best_score=0.2), 2: 0.5}
+    for job, value in outcomes.items():
+        run_dir = tmp_path / str(job)
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"best_val_acc": getattr(value, "best_score", value),
+                                                          "epochs": 1}))
+        config = OmegaConf.create({"hydra": {"job": {"num": job}, "runtime": {"output_dir": str(run_dir)}}})
+        job_return = SimpleNamespace(overrides=[f"optim.lr={job}"], status=None, return_value=value)
+        (run_dir / "job.json").write_text(json.dumps(job_record(config, job_return)))
+    rows = sweep_rows(tmp_path)
+    assert [(row["rank"], row["job"], row["status"]) for row in rows] == [(1, 0, "completed"), (2, 2, "completed"),
+                                                                           ("", 1, "pruned")]
+    assert rows[2]["best_val_acc"] == 0.2  # its figures are kept
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))  # no exit 1
+    assert "pruned" in capsys.readouterr().out

@@ -19,6 +19,7 @@ from torch import nn
 
 from trainer.build import build_logger, count_parameters
 from trainer.errors import ConfigError, TrainerError, described
+from trainer.hydra_callbacks import PrunedJob
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
 from trainer.reporting.run_files import write_json
@@ -38,6 +39,7 @@ from trainer.training.preemption import StopOnSignal, StopSignals
 from trainer.training.resume_config import check_resume_config
 from trainer.training.runtime import is_compile_error
 from trainer.training.scoring import load_selected, score_test_split, test_pass_summary
+from trainer.training.search_report import ReportToTrial, trial_reporting
 from trainer.training.selection import EarlyStopping, Monitor
 from trainer.training.setup import RunSetup, build_run
 from trainer.training.timing import PhaseTimes
@@ -50,7 +52,7 @@ SHOWN = ("best_val_acc", "best_epoch", "monitor", "best_score", "selected_on", "
          "stopped_epoch", "epochs", "wall_s", "train_samples_per_s")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
+def train(cfg: DictConfig, run_dir: Path) -> float | PrunedJob:
     """Train in this process, or as one rank of a `torchrun` job (then rank 0 writes every file)."""
     ctx, device = init_distributed(cfg.trainer.device)
     try:
@@ -59,9 +61,10 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         shutdown_distributed(ctx)
 
 
-def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: torch.device | None) -> float:
+def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
+                 rank_device: torch.device | None) -> float | PrunedJob:
     """The whole run; returns the best trainer.monitor value (the objective a sweeper optimises, in the
-    monitor's direction: val/acc by default, maximised)."""
+    monitor's direction: val/acc by default, maximised), or a PrunedJob when an Optuna search pruned it."""
     wall_start, times, tcfg = time.perf_counter(), PhaseTimes(), cfg.trainer
     monitor, early = Monitor.from_config(tcfg), tcfg.early_stopping
     resume_path = resolve_resume(tcfg.resume, run_dir)
@@ -87,12 +90,13 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
     throughput = Throughput()
     reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
     stopping = [EarlyStopping(monitor, early.patience, early.min_delta, console)] if early.patience else []
+    search = trial_reporting(monitor, console) if ctx.is_main else []  # after the checkpoint: a pruned run keeps it
     times.record("setup", wall_start)
 
     # ---- the epoch loop
     with StopSignals() as stop:
         stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
-        hooks = Hooks([throughput, *reporting, *stopping, checkpointer, stop_on_signal], state, stop, ctx,
+        hooks = Hooks([throughput, *reporting, *stopping, checkpointer, *search, stop_on_signal], state, stop, ctx,
                       run.device, run.train_steps)
         for epoch in state.remaining_epochs(tcfg.max_epochs):
             with times.phase("train"):
@@ -113,11 +117,13 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed, rank_device: 
 
     # ---- the summary
     summary = run_summary(run, state, times, time.perf_counter() - wall_start, throughput, in_sync, resume_path,
-                          run_dir)
+                          run_dir, search)
     if ctx.is_main:
         write_json(run_dir / "summary.json", summary)
     console.table("summary", {k: format_value(summary[k]) for k in SHOWN if summary.get(k) is not None})
     console.info(f"wrote {run_dir / 'summary.json'} (every entry; also metrics.csv, checkpoints/ and the report)")
+    if summary.get("pruned"):
+        return PrunedJob(state.epoch, state.best_score)
     return state.best_score if state.best_score is not None else float("nan")
 
 
@@ -236,23 +242,27 @@ def describe_selection(tcfg: DictConfig) -> str:
     return f"best.pt on {monitor.name} ({monitor.mode}){kept}{stop}"
 
 
-def selection_summary(run: RunSetup, state: TrainState) -> dict:
-    """summary.json's result: what selected best.pt, on which split, its scores, and whether the run stopped early."""
+def selection_summary(run: RunSetup, state: TrainState, search: list[ReportToTrial] | None = None) -> dict:
+    """summary.json's result: what selected best.pt, on which split, its scores, and whether the run stopped early
+    (`pruned`, in a run of an Optuna search: whether its trial was pruned)."""
     monitor = Monitor.from_config(run.cfg.trainer)
     return {
         "best_val_acc": state.best_val_acc, "best_epoch": state.best_epoch, "monitor": monitor.name,
         "monitor_mode": monitor.mode, "best_score": state.best_score,
         "selected_on": "test" if run.datamodule.val_is_test else "val", **(state.test or {}),
         "stopped_early": state.stopped_early, "stopped_epoch": state.epoch if state.stopped_early else None,
+        **({"pruned": any(hook.pruned for hook in search)} if search else {}),
     }
 
 
 def run_summary(run: RunSetup, state: TrainState, times: PhaseTimes, wall_s: float, throughput: Throughput,
-                in_sync: bool | None, resume_path: Path | None, run_dir: Path) -> dict:
+                in_sync: bool | None, resume_path: Path | None, run_dir: Path,
+                search: list[ReportToTrial] | None = None) -> dict:
     """summary.json: the result, where the time went, and what ran where."""
     cfg, last = run.cfg, state.history[-1] if state.history else {}
     return {
-        **selection_summary(run, state), "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+        **selection_summary(run, state, search), "final_val_acc": last.get("val_acc"),
+        "final_val_loss": last.get("val_loss"),
         "epochs": state.epoch, "global_step": state.global_step, "skipped_batches": state.skipped_batches,
         "wall_s": round(wall_s, 3), "phase_s": times.summary(PHASES, wall_s),
         "train_samples_per_s": throughput.samples_per_s,
