@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import compose, digits_module, read_csv, run_cli
+from tests.conftest import compose, digits_module, read_csv, run_cli, run_cli_in_process
 from trainer.modes.predict import predict
 from trainer.schema import validate
 
@@ -29,7 +29,7 @@ def test_predict_a_folder_writes_one_row_per_image(digits_ckpt: Path, digit_pngs
 
 def test_a_trained_checkpoint_holds_the_preprocessing_predict_uses(digit_pngs, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *FAST)
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "logger=none", *FAST)
     assert result.returncode == 0, result.stderr
     best = run_dir / "checkpoints" / "best.pt"
     module = digits_module()

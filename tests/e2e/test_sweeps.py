@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CONFIGS, read_csv, read_json, run_cli
+from tests.conftest import CONFIGS, read_csv, read_json, run_cli, run_cli_in_process
 
 QUICK = ("trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.progress=none")
 
@@ -22,7 +22,7 @@ def summary_rows(sweep: Path) -> list[dict]:
 
 def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", "optim.lr=0.003,-1,0.0003", f"hydra.sweep.dir={sweep}", *QUICK)
+    result = run_cli_in_process("-m", "optim.lr=0.003,-1,0.0003", f"hydra.sweep.dir={sweep}", *QUICK)
     assert result.returncode == 1
     assert "1 of 3 sweep job(s) failed" in result.stderr
     rows = summary_rows(sweep)
@@ -40,7 +40,7 @@ def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) ->
 
 
 def test_the_optuna_sweeper_is_found_as_a_hydra_plugin() -> None:
-    result = run_cli("--hydra-help", report=True)  # report: no trainer.report override
+    result = run_cli_in_process("--hydra-help", report=True)  # report: no trainer.report override
     assert result.returncode == 0, result.stderr
     assert "hydra/sweeper: basic, optuna" in result.stdout and "hydra/sweeper/sampler: random, tpe" in result.stdout
 
@@ -100,11 +100,11 @@ def test_submitit_local_launcher_runs_a_job(tmp_path: Path) -> None:
 
 def test_a_sweep_rerun_into_its_old_sweep_dir_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    first = run_cli("-m", "seed=1", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
+    first = run_cli_in_process("-m", "seed=1", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
     assert first.returncode == 0, first.stderr
     before = {str(p.relative_to(sweep)): p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
     assert {"0/job.json", "sweep_summary.csv", "0/.hydra/overrides.yaml"} <= before.keys()
-    again = run_cli("-m", "seed=1,2", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
+    again = run_cli_in_process("-m", "seed=1,2", f"hydra.sweep.dir={sweep}", "logger=none", *QUICK)
     assert again.returncode == 2
     assert [line for line in again.stderr.splitlines() if line.strip()] == [
         line for line in again.stderr.splitlines() if line.startswith("error:")]

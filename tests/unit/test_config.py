@@ -116,7 +116,13 @@ def test_regularization_options_mix_and_give_a_loss(option: str) -> None:
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("option", options("logger"))
+# mlflow and wandb (and many, which holds mlflow) start their libraries for seconds: tests/unit/test_loggers.py
+# reads back what they write, so here they join the slow tier.
+LOGGER_OPTIONS = [option if option not in ("mlflow", "wandb", "many") else pytest.param(option, marks=pytest.mark.slow)
+                  for option in options("logger")]
+
+
+@pytest.mark.parametrize("option", LOGGER_OPTIONS)
 def test_logger_options_log(option: str, tmp_path) -> None:
     from trainer.build import build_logger
 

@@ -84,6 +84,7 @@ def test_a_search_minimising_the_val_loss_keeps_its_trials_in_sqlite(tmp_path: P
     assert results["direction"] == "minimize" and set(results["best_params"]) == set(study.best_params)
 
 
+@pytest.mark.slow  # a 4-trial search; the fake-trial test covers the pruning hook itself
 def test_a_search_with_a_pruner_ends_each_trial_completed_or_pruned(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = run_cli_in_process(*SEARCH, "hydra.sweeper.pruner=hyperband",
