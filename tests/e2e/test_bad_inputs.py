@@ -141,7 +141,7 @@ def test_corrupt_images_are_skipped_and_counted_when_asked(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("done") / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "logger=none")
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "logger=none")
     assert result.returncode == 0, result.stderr
     return run_dir
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import compose, digits_module, read_csv, run_cli, run_cli_in_process
+from tests.conftest import compose, digits_module, read_csv, run_cli_in_process
 from trainer.modes.predict import predict
 from trainer.schema import validate
 
@@ -15,8 +15,8 @@ FAST = ("trainer.progress=plain",)
 
 def test_predict_a_folder_writes_one_row_per_image(digits_ckpt: Path, digit_pngs, tmp_path: Path) -> None:
     folder, _ = digit_pngs
-    result = run_cli("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder}", "predict.topk=3",
-                     f"hydra.run.dir={tmp_path / 'predict'}", *FAST)
+    result = run_cli_in_process("mode=predict", f"ckpt={digits_ckpt}", f"predict.input={folder}", "predict.topk=3",
+                                f"hydra.run.dir={tmp_path / 'predict'}", *FAST)
     assert result.returncode == 0, result.stderr
     rows = read_csv(tmp_path / "predict" / "predictions.csv")
     assert [r["file"] for r in rows] == [f"digit_{n}.png" for n in range(5)]
