@@ -133,6 +133,7 @@ def _hydra_task(cfg: DictConfig) -> float | FailedJob | PrunedJob | None:
 
     _main_call.task_started = True
     hydra_cfg = HydraConfig.get()
+    label_parallel_job(hydra_cfg.launcher, hydra_cfg.job.get("num") if hydra_cfg.mode == RunMode.MULTIRUN else None)
     return report_task_errors(lambda: run(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.launcher),
                               in_sweep=hydra_cfg.mode == RunMode.MULTIRUN)
 
@@ -165,6 +166,14 @@ def torch_default_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def label_parallel_job(launcher: DictConfig | None, job_num: int | None) -> None:
+    """Prefix a joblib-launched job's console lines with its job number (its jobs' lines interleave)."""
+    from trainer.reporting import console
+
+    parallel = launcher is not None and "joblib" in str(launcher.get("_target_", "")).lower()
+    console.line_prefix = f"[job {job_num}] " if parallel and job_num is not None else ""
 
 
 def limit_threads(num_threads: int | None, launcher: DictConfig | None) -> None:

@@ -41,4 +41,17 @@ class OptunaSweeper(Sweeper):
         """Run the search over `hydra.sweeper.params` and the command line's own sweeps (`arguments`)."""
         from hydra_plugins.trainer_optuna_sweeper._search import Search
 
+        plain_optuna_log()
         Search(self).run([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
+
+
+def plain_optuna_log() -> None:
+    """Optuna's own log handler colours every line; without a terminal (a pipe, a SLURM log) its lines go through
+    Hydra's plain logging instead."""
+    import sys
+
+    import optuna
+
+    if not sys.stderr.isatty():
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()

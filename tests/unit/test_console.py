@@ -39,3 +39,18 @@ def test_progress_lines_wait_their_interval_and_quiet_prints_none(monkeypatch) -
     with quiet.progress("epoch 1/3", 100) as update:
         update(20, 0.5)
     assert out.getvalue() == "" and quiet_out.getvalue() == ""
+
+
+def test_a_parallel_sweep_jobs_lines_carry_its_job_number(monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    from trainer.cli import label_parallel_job
+
+    monkeypatch.setattr(console_module, "line_prefix", "")
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
+    label_parallel_job(joblib, 3)
+    console, out = captured("plain")
+    console.info("epoch 1/6")
+    assert out.getvalue() == "[job 3] epoch 1/6\n"
+    label_parallel_job(OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}), 3)
+    assert RunConsole("plain").prefix == ""  # jobs one after another do not interleave

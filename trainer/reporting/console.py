@@ -32,16 +32,22 @@ log = logging.getLogger("trainer")
 PLAIN_EVERY_S = 30.0  # without a terminal, a progress line at most this often (a long epoch in a SLURM log)
 
 
+# Set by the CLI for a sweep job that runs beside others (the joblib launcher): its console lines carry it, as
+# `[job 3] epoch 1/6 ...`, so that interleaved jobs can be told apart. Each job process sets its own.
+line_prefix = ""
+
+
 class RunConsole:
     def __init__(self, progress: str = "auto") -> None:
         self.console = Console(highlight=False)
         self.quiet = progress == "none"
         self.live = progress == "rich" or (progress == "auto" and self.console.is_terminal)
+        self.prefix = line_prefix
 
     def info(self, message: str, style: str | None = None) -> None:
         log.info(message)
         if not self.quiet:
-            self.console.print(message, style=style, markup=False, soft_wrap=True)
+            self.console.print(self.prefix + message, style=style, markup=False, soft_wrap=True)
 
     def table(self, title: str, rows: dict[str, object]) -> None:
         for key, value in rows.items():
