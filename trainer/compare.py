@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, default=Path("compare.png"), help="the plot (default ./compare.png)")
     args = parser.parse_args(argv)
+    absent = [str(path) for path in args.run_dirs if not path.exists()]
+    if absent:
+        print(f"error: no such run dir: {', '.join(absent)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     run_dirs = expand_run_dirs(args.run_dirs)
     missing = [str(d) for d in run_dirs if not is_run_dir(d)]
     if missing or not run_dirs:

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from trainer.environment import OptunaTrialRef
 from trainer.hydra_callbacks import FailedJob, PrunedJob
+from trainer.reporting.run_files import atomic_write
 from trainer.schema.run import monitor_mode
 from trainer.search import live_trials, make_pruner, trial_overrides
 
@@ -32,7 +33,9 @@ RESULTS_FILE = "optimization_results.yaml"
 
 def _choices(override: Override) -> list[Any]:
     """A choice (or shuffled range) sweep's values, each as the override would write it."""
-    return list(override.sweep_iterator(transformer=Transformer.encode))
+    values = list(override.sweep_iterator(transformer=Transformer.encode))
+    # a shuffled range's order is random: sorted, a continued study sees the same distribution
+    return sorted(values, key=str) if override.is_range_sweep() and override.value().shuffle else values
 
 
 def distribution(override: Override) -> BaseDistribution | None:
@@ -142,9 +145,14 @@ class Search:
 
     def create_study(self, direction: str) -> optuna.Study:
         """The study `hydra.sweeper.study_name` in `hydra.sweeper.storage`: new, or the one stored there."""
-        return optuna.create_study(study_name=self.sweeper.study_name, storage=self.sweeper.storage,
-                                   sampler=make_sampler(self.sweeper.sampler), pruner=make_pruner(self.sweeper.pruner),
-                                   direction=direction, load_if_exists=True)
+        study = optuna.create_study(study_name=self.sweeper.study_name, storage=self.sweeper.storage,
+                                    sampler=make_sampler(self.sweeper.sampler), pruner=make_pruner(self.sweeper.pruner),
+                                    direction=direction, load_if_exists=True)
+        done = len(study.get_trials(deepcopy=False))
+        if done:  # a stored study continued: seed the sampler past its trials, or it would draw them again
+            seed = self.sweeper.sampler["seed"]
+            study.sampler = make_sampler({**self.sweeper.sampler, "seed": None if seed is None else seed + done})
+        return study
 
     def job_overrides(self, study: optuna.Study, trial: optuna.Trial, space: dict[str, BaseDistribution],
                       fixed: list[str]) -> list[str]:
@@ -188,8 +196,8 @@ class Search:
                    "direction": direction, "best_trial": best.number, "best_params": best.params,
                    "best_value": best.value, "trials": counts}
         path = Path(str(self.config.hydra.sweep.dir)) / RESULTS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(results), path)
+        text = OmegaConf.to_yaml(OmegaConf.create(results)).encode()
+        atomic_write(path, lambda handle: handle.write(text))
         log.info("Best trial: %d of study %s (trials: %s)", best.number, study.study_name, counts)
         log.info("Best parameters: %s", best.params)
         log.info("Best value: %s (%s; written to %s)", best.value, direction, path)

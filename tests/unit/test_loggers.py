@@ -193,3 +193,23 @@ def test_csv_logger_on_resume_replaces_the_rows_from_the_resume_step(tmp_path: P
     again.close()
     rows = read_csv(tmp_path / "csv" / "metrics_steps.csv")
     assert [(r["step"], r["train/loss_step"]) for r in rows] == [("2", "2"), ("4", "-4")]
+
+
+def test_a_run_that_raises_ends_its_tracker_runs_failed_or_killed() -> None:
+    from trainer.errors import Preempted
+    from trainer.reporting.loggers import ended_on_error
+
+    class Recorder:
+        statuses: list[str] = []
+
+        def close(self, status: str = "FINISHED") -> None:
+            self.statuses.append(status)
+
+    logger = Recorder()
+    for error, status in ((ValueError("boom"), "FAILED"), (Preempted("stopped by SIGTERM"), "KILLED")):
+        with pytest.raises(type(error)), ended_on_error(logger):
+            raise error
+        assert logger.statuses[-1] == status
+    with ended_on_error(logger):
+        pass
+    assert len(logger.statuses) == 2  # a block that ends normally closes nothing: the run's at_end does

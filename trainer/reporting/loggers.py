@@ -7,10 +7,12 @@ MLflow and W&B are in trackers.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import OutputError
+from trainer.errors import OutputError, Preempted
 from trainer.reporting.run_files import write_failure
 
 if TYPE_CHECKING:
@@ -26,6 +28,17 @@ DROPPED_KEYS = ("ckpt", "mode", "eval.split", "trainer.resume", "trainer.progres
 DROPPED_LEAVES = ("_target_", "_partial_")
 OPTION_GROUPS = ("data", "model", "optim", "scheduler", "augment", "regularization")
 NAME_GROUPS = ("model", "optim", "scheduler")  # a run's default name in MLflow and W&B: "resnet18 adamw cosine"
+
+
+@contextmanager
+def ended_on_error(logger: Loggers) -> Iterator[None]:
+    """Run a block; when it raises, end the loggers' runs (MLflow, W&B) as KILLED for a stop signal (the run is
+    resumed later) or FAILED otherwise, so that none is left RUNNING, then let the error go on."""
+    try:
+        yield
+    except BaseException as err:
+        logger.close("KILLED" if isinstance(err, Preempted | KeyboardInterrupt) else "FAILED")
+        raise
 
 
 class Loggers:

@@ -88,6 +88,7 @@ class MLflowLogger:
     def __init__(self, run_dir: str, tracking_uri: str, experiment: str = "trainer", run_name: str | None = None,
                  tags: list[str] | None = None, artifact_location: str | None = None,
                  params: Params | None = None, name: str = "") -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # mlflow's import would report usage online
         from mlflow import MlflowClient
 
         for noisy in ("mlflow", "alembic"):  # the SQLite store's first use logs its table creation at INFO

@@ -38,7 +38,7 @@ class MLflowLoggerConfig:
     tracking_uri: str = "sqlite:///${paths.output_root}/mlflow.db"  # or a server's http://host:port
     experiment: str = "trainer"  # created when missing
     run_name: str | None = None  # null: the options chosen, e.g. "resnet18 adamw cosine"
-    tags: list[str] = field(default_factory=list)  # each becomes a tag set to "true" (logger.mlflow.tags=[a,b])
+    tags: list[str] = field(default_factory=list)  # `name` (set to "true") or `key=value`: tags=[a,"k=v"]
     artifact_location: str | None = None  # a new experiment's artifacts; null: mlruns/ beside the SQLite file
 
     def __post_init__(self) -> None:

@@ -50,6 +50,8 @@ def trial_reporting(monitor: Monitor, console: RunConsole) -> list[ReportToTrial
     from trainer.search import find_trial
 
     trial = find_trial(ref)
+    if trial is None and ref.pruner == "none":  # the per-epoch values only feed the dashboard then
+        return []
     if trial is None:
         log.warning("Optuna trial %d of study %s is in another process's memory: this run cannot report its "
                     "epochs (set hydra.sweeper.storage=sqlite:///... to prune across processes)", ref.number, ref.study)

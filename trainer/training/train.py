@@ -22,6 +22,7 @@ from trainer.errors import ConfigError, TrainerError, described
 from trainer.hydra_callbacks import PrunedJob
 from trainer.reporting.console import RunConsole, format_value, option_name, write_config_tree
 from trainer.reporting.hooks import Throughput, reporting_hooks
+from trainer.reporting.loggers import ended_on_error
 from trainer.reporting.run_files import write_json
 from trainer.training.checkpoint import Checkpointer, TrainState, load_checkpoint
 from trainer.training.checkpoint_checks import refuse_directory
@@ -94,7 +95,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     times.record("setup", wall_start)
 
     # ---- the epoch loop
-    with StopSignals() as stop:
+    with StopSignals() as stop, ended_on_error(logger):
         stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
         hooks = Hooks([throughput, *reporting, *stopping, checkpointer, *search, stop_on_signal], state, stop, ctx,
                       run.device, run.train_steps)
@@ -110,10 +111,11 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     in_sync = len(set(ctx.gather(weights_digest(run.model)))) == 1 if ctx.enabled else None
 
     # ---- the test: the selected weights (best.pt's), once, on the test split; then the report
-    with times.phase("test"):
-        tested = load_selected(run, checkpointer)
-        state.test = test_pass_summary(score_test_split(run, cfg.eval.tta), tested, cfg.eval.tta)
-    hooks.at_end()
+    with ended_on_error(logger):
+        with times.phase("test"):
+            tested = load_selected(run, checkpointer)
+            state.test = test_pass_summary(score_test_split(run, cfg.eval.tta), tested, cfg.eval.tta)
+        hooks.at_end()
 
     # ---- the summary
     summary = run_summary(run, state, times, time.perf_counter() - wall_start, throughput, in_sync, resume_path,
