@@ -54,3 +54,11 @@ def test_a_parallel_sweep_jobs_lines_carry_its_job_number(monkeypatch) -> None:
     assert out.getvalue() == "[job 3] epoch 1/6\n"
     label_parallel_job(OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}), 3)
     assert RunConsole("plain").prefix == ""  # jobs one after another do not interleave
+
+
+def test_validation_batches_advance_the_bar_after_the_model_before() -> None:
+    from trainer.training.train import counted
+
+    seen: list[tuple[int, float | None]] = []
+    batches = list(counted(iter("abc"), lambda done, loss: seen.append((done, loss)), before=2))
+    assert batches == ["a", "b", "c"] and seen == [(3, None), (4, None), (5, None)]  # the EMA pass follows the model's

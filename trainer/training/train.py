@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
             with times.phase("train"):
                 train_stats = ctx.reduce_stats(train_one_epoch(run, state, hooks, console, epoch), run.device)
             with times.phase("validate"):
-                val_stats, ema_stats = validate_epoch(run)
+                val_stats, ema_stats = validate_epoch(run, console)
             lr = run.optimizer.param_groups[0]["lr"]
             run.scheduler.step_epoch(val_stats.loss)
             is_best = state.end_epoch(train_stats, val_stats, ema_stats, lr, monitor)
@@ -156,13 +157,22 @@ def train_one_epoch(run: RunSetup, state: TrainState, hooks: Hooks, console: Run
             raise
 
 
-def validate_epoch(run: RunSetup) -> tuple[EpochStats, EpochStats | None]:
-    """The model's (and the EMA weights') val metrics over every rank's shard."""
+def validate_epoch(run: RunSetup, console: RunConsole) -> tuple[EpochStats, EpochStats | None]:
+    """The model's (and the EMA weights') val metrics over every rank's shard, with a progress bar."""
     criterion, fmt = nn.CrossEntropyLoss(), run.settings.memory_format
     models = [run.model] if run.ema is None else [run.model, run.ema.module]
-    scores = [run.ctx.reduce_stats(validate(model, islice(run.val_loader, run.val_steps), criterion,
-                                            run.precision, fmt), run.device) for model in models]
+    with console.progress("validate", run.val_steps * len(models)) as update:
+        scores = [run.ctx.reduce_stats(validate(model, counted(islice(run.val_loader, run.val_steps), update,
+                                                               i * run.val_steps), criterion, run.precision, fmt),
+                                       run.device) for i, model in enumerate(models)]
     return scores[0], scores[1] if run.ema is not None else None
+
+
+def counted(batches: Iterable, update: Callable[[int, float | None], None], before: int = 0) -> Iterator:
+    """`batches`, calling `update(batches done, None)` after each (a progress bar's count; no loss to show)."""
+    for done, batch in enumerate(batches, start=before + 1):
+        yield batch
+        update(done, None)
 
 
 def check_torchrun_options(cfg: DictConfig, ctx: Distributed, rank_device: torch.device | None) -> None:
