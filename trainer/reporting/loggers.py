@@ -81,6 +81,10 @@ class Loggers:
             logger.close(status)
 
 
+# The curves whose last values TensorBoard's HParams tab shows beside each run's params.
+HPARAM_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
+
+
 class TensorBoardLogger:
     """Scalars, figures, image grids and hparams to TensorBoard event files under `<run dir>/<log_dir>`."""
 
@@ -124,14 +128,16 @@ class TensorBoardLogger:
         pass  # the figures come as images (log_images)
 
     def log_hparams(self, hparams: Params, metrics: dict[str, float], step: int = 0) -> None:
-        """Hyperparameters (scalars, strings, bools) beside the final metrics, in TensorBoard's HParams tab.
+        """Hyperparameters (scalars, strings, bools) in TensorBoard's HParams tab, into this run's own event files.
 
-        Written into this run's own event files (run_name="."), not a timestamped sub-folder. add_hparams opens
-        a second writer on the same folder and writes each metric as a one-point scalar too: the HParams tab
-        reads a session's metric values from those scalars, so they must exist, and they show on the Scalars
-        page as one `hparam` section. Nothing else logs them, so the Scalars page keeps to the real curves.
+        The tab's metric columns name the run's own curves (HPARAM_METRICS: val/acc, test/acc, ...), whose last
+        values it reads; so, unlike `SummaryWriter.add_hparams`, nothing writes one-point `hparam/*` scalars that
+        would crowd the Scalars page (`metrics`, the report's final figures, go to the other loggers).
         """
-        self.writer.add_hparams(hparams, metrics, run_name=".", global_step=step)
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
+            self.writer.file_writer.add_summary(summary)
         self.flush()
 
     def log_graph(self, model: nn.Module, sample: torch.Tensor) -> None:
