@@ -95,10 +95,10 @@ class MainCall:
     def composition_errors_in_one_line(self, step: Step) -> Step:
         """`step` (one of `@hydra.main`'s), reporting a config that fails to compose as one `error:` line.
 
-        Hydra's and OmegaConf's composition errors raised before a task began in this process, and a sweep
-        that ended without a result, exit with code 1 after one line. Other errors (from a run, from a launcher
-        or sweeper plugin, such as a search space Optuna cannot read) are re-raised for Hydra's report, which
-        shows the frames that raised them; HYDRA_FULL_ERROR=1 re-raises every error.
+        Hydra's and OmegaConf's composition errors raised before a task began in this process exit with code 1
+        after one line (a sweep whose every job failed does so through its summary). Other errors (from a run,
+        from a launcher or sweeper plugin, such as a search space Optuna cannot read) are re-raised for Hydra's
+        report, which shows the frames that raised them; HYDRA_FULL_ERROR=1 re-raises every error.
         """
         from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
         from omegaconf.errors import OmegaConfBaseException
@@ -112,12 +112,9 @@ class MainCall:
             except Exception as err:
                 if full_error_requested():
                     raise
-                line = sweep_error_line(err)
-                if line is None and isinstance(err, composition_errors) and not self.task_started:
-                    line = composition_error_line(err)
-                if line is None:
+                if not isinstance(err, composition_errors) or self.task_started:
                     raise
-                print(f"error: {line}", file=sys.stderr)
+                print(f"error: {composition_error_line(err)}", file=sys.stderr)
                 sys.exit(EXIT_COMPOSE_ERROR)
 
         return in_one_line
@@ -225,17 +222,6 @@ def print_help(overrides: list[str]) -> None:
     print(f"{help_cfg.header}\n== Configuration groups ==\nCompose your configuration from those groups "
           f"(group=option)\n\n" + "\n".join(lines) + "\n\n== Config ==\nOverride anything in the config "
           f"(foo.bar=value)\n\n{OmegaConf.to_yaml(cfg)}\n{help_cfg.footer}")
-
-
-def sweep_error_line(err: Exception) -> str | None:
-    """The one line for a sweep that ended without a result, or None for any other error.
-
-    The Optuna sweeper asks for the best trial after its last one; when every trial failed, Optuna raises
-    this ValueError (each job's own error is logged above it and kept in its job.json).
-    """
-    if isinstance(err, ValueError) and str(err) == "No trials are completed yet.":
-        return "every Optuna trial failed, so there is no best one (each job's error is logged above)"
-    return None
 
 
 def main() -> None:

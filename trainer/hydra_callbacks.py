@@ -19,8 +19,8 @@ from trainer.environment import launched_by_torchrun, torchrun_rank
 from trainer.errors import EXIT_SWEEP_JOB_FAILED, TrainerError, described
 from trainer.reporting.run_files import write_csv, write_json
 
-SUMMARY_FIELDS = ("rank", "job", "status", "best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s",
-                  "overrides", "error")
+SUMMARY_FIELDS = ("rank", "job", "status", "monitor", "best_score", "best_val_acc", "test_acc", "final_val_acc",
+                  "epochs", "wall_s", "overrides", "error")
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,23 @@ def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     if record["status"] != "failed" and summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        record |= {key: summary.get(key) for key in ("best_val_acc", "test_acc", "final_val_acc", "epochs", "wall_s")}
+        record |= {key: summary.get(key) for key in ("monitor", "monitor_mode", "best_score", "best_val_acc",
+                                                     "test_acc", "final_val_acc", "epochs", "wall_s")}
     return record
 
 
+def objective_rank(record: dict[str, Any]) -> float:
+    """Sorts a completed job by its objective, best first: the best trainer.monitor value in the monitor's direction
+    (best_val_acc, higher first, for records written before monitors)."""
+    score = record.get("best_score", record.get("best_val_acc"))
+    if score is None:
+        return float("inf")
+    return float(score) if record.get("monitor_mode") == "min" else -float(score)
+
+
 def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
-    """Every job's record under `sweep_dir`: completed ones ranked, best first (by best_val_acc), then pruned Optuna
-    trials (unranked: they stopped early), failed jobs last.
+    """Every job's record under `sweep_dir`: completed ones ranked, best first (by the monitored objective), then
+    pruned Optuna trials (unranked: they stopped early), failed jobs last.
 
     `since` (a time.time()) leaves out records an earlier sweep left in a reused sweep dir.
     """
@@ -140,8 +150,7 @@ def sweep_rows(sweep_dir: Path, since: float | None = None) -> list[dict[str, An
         except (OSError, ValueError):  # a job killed while writing it
             job = int(path.parent.name) if path.parent.name.isdigit() else -1
             records.append({"job": job, "status": "failed", "overrides": "", "error": f"unreadable {path.name}"})
-    done = sorted((r for r in records if r["status"] == "completed"),
-                  key=lambda r: (-(r.get("best_val_acc") if r.get("best_val_acc") is not None else -1.0), r["job"]))
+    done = sorted((r for r in records if r["status"] == "completed"), key=lambda r: (objective_rank(r), r["job"]))
     rest = sorted((r for r in records if r["status"] != "completed"), key=lambda r: (r["status"] != "pruned", r["job"]))
     return [{"rank": i if r["status"] == "completed" else "", **r} for i, r in enumerate(done + rest, start=1)]
 

@@ -183,21 +183,21 @@ class Search:
                 ret.return_value  # noqa: B018 -- raises the job's own exception, with its traceback
 
     def write_results(self, study: optuna.Study, direction: str) -> None:
-        """The best trial on the console and in `<sweep dir>/optimization_results.yaml`.
-
-        Raises Optuna's own ValueError when no trial completed (trainer/cli.py turns it into one line).
-        """
-        if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-            raise ValueError("No trials are completed yet.")
-        best = study.best_trial
+        """The best trial on the console and in `<sweep dir>/optimization_results.yaml` (best_trial null when
+        none completed: the sweep summary then lists each job's outcome, and failed jobs make the sweep exit 1)."""
         counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
                   for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        best = study.best_trial if counts["complete"] else None
         results = {"name": "optuna", "study_name": study.study_name, "storage": self.sweeper.storage,
-                   "direction": direction, "best_trial": best.number, "best_params": best.params,
-                   "best_value": best.value, "trials": counts}
+                   "direction": direction, "best_trial": best.number if best else None,
+                   "best_params": best.params if best else None, "best_value": best.value if best else None,
+                   "trials": counts}
         path = Path(str(self.config.hydra.sweep.dir)) / RESULTS_FILE
         text = OmegaConf.to_yaml(OmegaConf.create(results)).encode()
         atomic_write(path, lambda handle: handle.write(text))
+        if best is None:
+            log.warning("No Optuna trial completed (trials: %s), so there is no best one (%s)", counts, path)
+            return
         log.info("Best trial: %d of study %s (trials: %s)", best.number, study.study_name, counts)
         log.info("Best parameters: %s", best.params)
         log.info("Best value: %s (%s; written to %s)", best.value, direction, path)

@@ -72,9 +72,11 @@ def test_an_optuna_search_whose_every_trial_fails_ends_with_one_line(tmp_path: P
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: every Optuna trial failed, so there is no best one (each job's error is logged above)"]
+    assert errors == [f"error: 2 of 2 sweep job(s) failed (see {sweep / 'sweep_summary.csv'})"]
     jobs = [read_json(path) for path in sorted(sweep.glob("*/job.json"))]
     assert len(jobs) == 2 and all("trainer.max_epochs must be >= 1" in job["error"] for job in jobs)
+    assert [row["status"] for row in read_csv(sweep / "sweep_summary.csv")] == ["failed", "failed"]
+    assert "best_trial: null" in (sweep / "optimization_results.yaml").read_text()
 
 
 @pytest.mark.slow  # two jobs through the joblib plugin

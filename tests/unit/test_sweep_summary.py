@@ -22,9 +22,19 @@ def test_sweep_rows_rank_by_accuracy_and_list_failures_last(tmp_path: Path) -> N
     rows = sweep_rows(tmp_path)
     assert [(row["rank"], row["job"]) for row in rows] == [(1, 2), (2, 0), ("", 1)]
     path = write_sweep_summary(tmp_path, rows)
-    assert path.read_text().splitlines()[0].startswith("rank,job,status,best_val_acc")
+    assert path.read_text().splitlines()[0].startswith("rank,job,status,monitor,best_score,best_val_acc")
     os.utime(tmp_path / "0" / "job.json", (0, 0))  # left by an earlier sweep in the same dir
     assert [row["job"] for row in sweep_rows(tmp_path, since=time.time() - 60)] == [2, 1]
+
+
+def test_jobs_rank_by_their_monitored_objective_in_its_direction(tmp_path: Path) -> None:
+    records = [{"job": j, "status": "completed", "monitor": "val/loss", "monitor_mode": "min", "best_score": score,
+                "best_val_acc": acc, "overrides": f"a={j}", "error": ""}
+               for j, score, acc in ((0, 0.30, 0.95), (1, 0.10, 0.90), (2, 0.20, 0.99))]
+    for record in records:
+        (tmp_path / str(record["job"])).mkdir()
+        (tmp_path / str(record["job"]) / "job.json").write_text(json.dumps(record))
+    assert [row["job"] for row in sweep_rows(tmp_path)] == [1, 2, 0]  # lowest val loss first, not highest accuracy
 
 
 def test_the_table_survives_markup_like_errors_and_a_broken_record(tmp_path: Path, capsys, monkeypatch) -> None:
