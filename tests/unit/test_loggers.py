@@ -213,3 +213,21 @@ def test_a_run_that_raises_ends_its_tracker_runs_failed_or_killed() -> None:
     with ended_on_error(logger):
         pass
     assert len(logger.statuses) == 2  # a block that ends normally closes nothing: the run's at_end does
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from trainer.reporting.trackers import MLflowLogger
+
+    uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "run")
+    first = MLflowLogger(run_dir, uri, params={"optim.lr": 0.1})
+    first.log_scalars({"train/loss_step": 1.0}, 10)
+    first.close("KILLED")  # stopped by a signal; the same command resumes it
+    again = MLflowLogger(run_dir, uri, params={"optim.lr": 0.1})
+    again.log_scalars({"train/loss_step": 0.5}, 20)
+    again.close()
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("trainer").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss_step")] == [10, 20]

@@ -102,10 +102,20 @@ class MLflowLogger:
         if sweep is not None:
             run_tags |= {"trainer.sweep": sweep[0], "mlflow.parentRunId": self.parent_run(sweep[0], experiment)}
         label = run_name or name or Path(run_dir).name
-        self.run_id = self.client.create_run(self.experiment_id, run_name=f"{label} #{sweep[1]}" if sweep else label,
-                                             tags=run_tags).info.run_id
-        self.log_params(params or {})
+        self.run_id = self.resumed_run(run_tags["trainer.run_dir"])
+        if self.run_id is None:
+            self.run_id = self.client.create_run(self.experiment_id, tags=run_tags,
+                                                 run_name=f"{label} #{sweep[1]}" if sweep else label).info.run_id
+            self.log_params(params or {})
         atexit.register(self.close_at_exit)
+
+    def resumed_run(self, run_dir: str) -> str | None:
+        """The run this run dir already has (a resume continues it, RUNNING again, its params as they were)."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`trainer.run_dir` = '{run_dir}'", max_results=1)
+        if not found:
+            return None
+        self.client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
 
     def experiment(self, name: str, artifact_location: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
