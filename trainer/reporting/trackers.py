@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import atexit
 import csv
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +71,22 @@ class CSVLogger:
         self.flush()
 
 
+@contextmanager
+def sqlite_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock on `<database>.lock` beside a `sqlite:///` store (nothing for other stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def sweep_job() -> tuple[str, int] | None:
     """(the sweep dir, the job number) when this run is a job of a Hydra multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
@@ -94,24 +113,29 @@ class MLflowLogger:
         for noisy in ("mlflow", "alembic"):  # the SQLite store's first use logs its table creation at INFO
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
-        self.client, self.step = MlflowClient(tracking_uri), 0
-        self.experiment_id = self.experiment(experiment, artifact_location or default_artifacts(tracking_uri,
-                                                                                             experiment))
         run_tags = dict(tag_pair(tag) for tag in tags or []) | {"trainer.run_dir": str(Path(run_dir).resolve())}
         sweep = sweep_job()
-        if sweep is not None:
-            run_tags |= {"trainer.sweep": sweep[0], "mlflow.parentRunId": self.parent_run(sweep[0], experiment)}
         label = run_name or name or Path(run_dir).name
-        self.run_id = self.resumed_run(run_tags["trainer.run_dir"])
-        if self.run_id is None:
-            self.run_id = self.client.create_run(self.experiment_id, tags=run_tags,
-                                                 run_name=f"{label} #{sweep[1]}" if sweep else label).info.run_id
+        # Parallel sweep jobs on one machine take turns creating the SQLite store, the experiment and the parent
+        # run, so that each is made once (the store's schema creation does not survive two at a time).
+        with sqlite_lock(tracking_uri):
+            self.client, self.step = MlflowClient(tracking_uri), 0
+            self.experiment_id = self.experiment(experiment, artifact_location or default_artifacts(tracking_uri,
+                                                                                                 experiment))
+            if sweep is not None:
+                run_tags |= {"trainer.sweep": sweep[0], "mlflow.parentRunId": self.parent_run(sweep[0], experiment)}
+            self.run_id = self.resumed_run(run_tags["trainer.run_dir"])
+            if self.run_id is None:
+                self.run_id = self.client.create_run(self.experiment_id, tags=run_tags,
+                                                     run_name=f"{label} #{sweep[1]}" if sweep else label).info.run_id
+        if not self.resumed:
             self.log_params(params or {})
         atexit.register(self.close_at_exit)
 
     def resumed_run(self, run_dir: str) -> str | None:
         """The run this run dir already has (a resume continues it, RUNNING again, its params as they were)."""
         found = self.client.search_runs([self.experiment_id], f"tags.`trainer.run_dir` = '{run_dir}'", max_results=1)
+        self.resumed = bool(found)
         if not found:
             return None
         self.client.update_run(found[0].info.run_id, status="RUNNING")
