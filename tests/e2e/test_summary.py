@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_json, run_cli
+from tests.conftest import read_json, run_cli_in_process
 
 
 def test_summary_command_reports_resnet50_at_imagenet_size(tmp_path: Path) -> None:
-    result = run_cli("mode=summary", "model=resnet50", "data=fake", "data.num_classes=1000",
-                     "data.image_size=224", f"hydra.run.dir={tmp_path}", "trainer.progress=plain")
+    result = run_cli_in_process("mode=summary", "model=resnet50", "data=fake", "data.num_classes=1000",
+                                "data.image_size=224", f"hydra.run.dir={tmp_path}", "trainer.progress=plain")
     assert result.returncode == 0, result.stderr
     assert "25,557,032" in result.stdout
     summary = read_json(tmp_path / "model_summary.json")

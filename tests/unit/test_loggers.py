@@ -215,6 +215,7 @@ def test_a_run_that_raises_ends_its_tracker_runs_failed_or_killed() -> None:
     assert len(logger.statuses) == 2  # a block that ends normally closes nothing: the run's at_end does
 
 
+@pytest.mark.slow  # a fresh MLflow store costs seconds; test_mlflow_holds_params... covers the logger itself
 def test_a_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
