@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from trainer.training.checkpoint import load_checkpoint
 from trainer.training.checkpoint_checks import load_model_weights
 from trainer.training.loop import validate
 from trainer.training.runtime import Precision, select_device
+from trainer.training.scoring import split_batches
 from trainer.training.tta import with_tta
 
 if TYPE_CHECKING:
@@ -87,11 +87,8 @@ def scored_split(cfg: DictConfig, datamodule: DataModule, checkpoint: dict, cons
 def score_split(model: nn.Module, datamodule: DataModule, split: str, tcfg: DictConfig,
                 precision: Precision) -> EpochStats:
     """`model` on the data module's `split`, capped by trainer.limit_val_batches / limit_test_batches."""
-    pin = precision.device.type == "cuda"
-    loader = datamodule.test_loader(pin) if split == "test" else datamodule.val_loader(pin)
-    limit = tcfg.limit_test_batches if split == "test" else tcfg.limit_val_batches
-    steps = min(len(loader), limit or len(loader))
-    return validate(model, islice(loader, steps), nn.CrossEntropyLoss(), precision)
+    batches = split_batches(datamodule, split, tcfg, precision.device.type == "cuda")
+    return validate(model, batches, nn.CrossEntropyLoss(), precision)
 
 
 def preprocessing_differences(saved: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:

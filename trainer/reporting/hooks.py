@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,15 +94,14 @@ class RunReport(Hook):
 
     def at_end(self, state: TrainState) -> None:
         from trainer.reporting.report import write_run_report
+        from trainer.training.scoring import split_batches
 
         run, data, tcfg = self.run, self.run.datamodule, self.run.cfg.trainer
         split = "test" if data.test_set is not None else "val"
         # rank 0 alone reports, on the whole split (under torchrun each rank's own loaders hold its shard)
-        loader = (data.test_loader if split == "test" else data.val_loader)(run.device.type == "cuda",
-                                                                              device=run.device)
-        limit = tcfg.limit_test_batches if split == "test" else tcfg.limit_val_batches
+        batches = split_batches(data, split, tcfg, run.device.type == "cuda", run.device)
         with self.times.phase("report"):
-            write_run_report(self.run_dir, state.history, run.model, islice(loader, limit or len(loader)),
+            write_run_report(self.run_dir, state.history, run.model, batches,
                              list(data.classes), run.precision, self.logger, run.cfg, split=split,
                              tta=run.cfg.eval.tta, log_graph=self.logger.graph)
 

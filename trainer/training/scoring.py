@@ -6,6 +6,7 @@ without a test split (digits, fake, an imagefolder without data.test_dir) report
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,10 @@ from trainer.training.loop import validate
 from trainer.training.tta import with_tta
 
 if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from trainer.data.base import DataModule
     from trainer.training.checkpoint import Checkpointer
     from trainer.training.metrics import EpochStats
     from trainer.training.setup import RunSetup
@@ -32,15 +37,25 @@ def load_selected(run: RunSetup, checkpointer: Checkpointer) -> str:
     return description
 
 
+def split_batches(data: DataModule, split: str, tcfg: DictConfig, pin_memory: bool, device: torch.device | None = None,
+                  rank: int = 0, world_size: int = 1) -> Iterator:
+    """The batches of `split` (test or val) for this rank, capped by trainer.limit_test_batches or
+    trainer.limit_val_batches: what the test pass, the report and mode=eval score."""
+    make = data.test_loader if split == "test" else data.val_loader
+    loader = make(pin_memory, device=device, rank=rank, world_size=world_size)
+    limit = tcfg.limit_test_batches if split == "test" else tcfg.limit_val_batches
+    return islice(loader, min(len(loader), limit or len(loader)))
+
+
 def score_test_split(run: RunSetup, tta: str) -> EpochStats | None:
     """`run.model` on the test split over every rank's shard, with test-time augmentation `tta`; None when the
     data set has no test split. trainer.limit_test_batches caps the batches."""
     data, ctx = run.datamodule, run.ctx
     if data.test_set is None:
         return None
-    loader = data.test_loader(run.device.type == "cuda", device=run.device, rank=ctx.rank, world_size=ctx.world_size)
-    steps = min(len(loader), run.cfg.trainer.limit_test_batches or len(loader))
-    stats = validate(with_tta(run.model, tta), islice(loader, steps), nn.CrossEntropyLoss(), run.precision,
+    batches = split_batches(data, "test", run.cfg.trainer, run.device.type == "cuda", run.device, ctx.rank,
+                            ctx.world_size)
+    stats = validate(with_tta(run.model, tta), batches, nn.CrossEntropyLoss(), run.precision,
                      run.settings.memory_format)
     return ctx.reduce_stats(stats, run.device)
 
