@@ -12,6 +12,7 @@ from torch import nn
 from trainer.data.base import DataModule
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.schema import GROUP_SCHEMAS
+from trainer.schema.model import RUN_ONLY_KEYS
 
 
 def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
@@ -25,8 +26,17 @@ def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
 
 def build_model(model_cfg: DictConfig | dict[str, Any]) -> nn.Module:
     """The model (a TrainerError its builder raises, such as an unknown torchvision name or uncached weights,
-    comes out as itself)."""
-    return instantiate_group(model_cfg, _convert_="all")
+    comes out as itself), freshly initialised: `model.init_from` and `model.freeze` (RUN_ONLY_KEYS) are not the
+    builder's arguments; a training run applies them (trainer/training/setup.py)."""
+    return instantiate_group(model_arguments(model_cfg), _convert_="all")
+
+
+def model_arguments(model_cfg: DictConfig | dict[str, Any]) -> DictConfig | dict[str, Any]:
+    """The model group without its RUN_ONLY_KEYS (resolved, when it holds any)."""
+    if not any(key in model_cfg for key in RUN_ONLY_KEYS):
+        return model_cfg
+    node = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
+    return {key: value for key, value in node.items() if key not in RUN_ONLY_KEYS}
 
 
 def build_logger(logger_cfg: DictConfig | dict[str, Any], run_dir: str, cfg: DictConfig | None = None) -> Any:

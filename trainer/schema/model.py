@@ -25,6 +25,11 @@ def one_of(names: tuple[object, ...]) -> str:
     return "one of " + ", ".join(map(str, names))
 
 
+# The model keys that say how a training run starts and trains its model, not what the model is: build_model does
+# not pass them to the model's builder, and eval, predict and export (built from a checkpoint) ignore them.
+RUN_ONLY_KEYS = ("init_from", "freeze")
+
+
 @dataclass
 class ModelConfig:
     """Every model takes its input channels and class count from the data config.
@@ -36,6 +41,10 @@ class ModelConfig:
     _target_: str = MISSING
     in_channels: int = SI("${data.in_channels}")
     num_classes: int = SI("${data.num_classes}")
+    # Fine-tuning, for training runs (RUN_ONLY_KEYS): a local checkpoint, .pt/.pth state_dict or .safetensors
+    # file to start from (tensors of another shape, such as a head for other classes, keep a fresh initialisation)
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes that do not train (stem, stages.0)
 
     def min_image_size(self) -> int:
         """The smallest data.image_size this model can use (its stages: trainer/models/catalog.py)."""

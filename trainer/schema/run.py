@@ -45,6 +45,7 @@ class TrainerConfig:
     """`trainer=default`: how the loop runs: length, device, precision, checkpointing, console."""
 
     max_epochs: int = 6
+    unfreeze_at_epoch: int | None = None  # with model.freeze: after N epochs everything trains; null: frozen throughout
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     precision: str = "32"  # 32 | bf16 | 16 (autocast; fp16 adds a gradient scaler)
     grad_clip_norm: float | None = None  # clip the global gradient norm to this value
@@ -81,6 +82,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, "max_epochs", ">= 1", self.max_epochs)
+        require(self.unfreeze_at_epoch is None or self.unfreeze_at_epoch >= 1, "unfreeze_at_epoch", ">= 1 or null",
+                self.unfreeze_at_epoch)
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                  "device", "auto, cpu, cuda or cuda:N", self.device)
         require(self.precision in PRECISIONS, "precision", "one of 32, bf16, 16", self.precision)

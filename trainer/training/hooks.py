@@ -1,6 +1,7 @@
 """The run's events and the hooks that subscribe to them: a protocol and a list.
 
-A run meets three events, in this order:
+A run meets four events, in this order:
+- `before_epoch`: before each epoch trains, a resumed one too (lifting `model.freeze`: trainer/training/freeze.py);
 - `after_step`: after every optimizer step (a mid-epoch checkpoint, a graceful stop);
 - `after_validation`: once per epoch, with its train and val results (checkpoints, metrics.csv, loggers,
   the console line);
@@ -56,6 +57,9 @@ class EpochEvent:
 class Hook:
     """Subscribe to a run's events by overriding any of these; `state` is the run's TrainState."""
 
+    def before_epoch(self, state: TrainState) -> None:
+        pass
+
     def after_step(self, state: TrainState, step: StepEvent) -> None:
         pass
 
@@ -74,6 +78,11 @@ class Hooks:
         self.hooks = list(hooks)
         self.state, self.stop, self.ctx, self.device = state, stop, ctx, device
         self.steps_per_epoch = steps_per_epoch
+
+    def before_epoch(self) -> None:
+        """Before epoch `state.epoch + 1` trains (`state.batch_in_epoch` > 0: it continues a saved one)."""
+        for hook in self.hooks:
+            hook.before_epoch(self.state)
 
     def after_step(self, batch: int, stats: RunningStats) -> None:
         """`train_epoch`'s after_step: count the step, agree across ranks on a stop, then every hook."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.errors import CheckpointError
+from trainer.schema.model import RUN_ONLY_KEYS
 from trainer.schema.run import monitor_mode
 
 # Modules that have moved: a checkpoint made before names its `_target_`s by the old paths.
@@ -56,6 +57,23 @@ def check_model_config(saved: dict, wanted: dict, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {path} was made for another model ({details})")
 
 
+def architecture(cfg: dict) -> dict:
+    """A run's model config less its RUN_ONLY_KEYS: a resume's weights are its checkpoint's, whatever
+    model.init_from says now; model.freeze is `check_freezing`'s."""
+    return {key: value for key, value in (cfg.get("model") or {}).items() if key not in RUN_ONLY_KEYS}
+
+
+def check_freezing(saved: dict, wanted: dict, path: str | Path) -> None:
+    """Refuse a resume that would freeze other parameters, or lift the freeze at another epoch, than its run did."""
+    settings = [("[" + ", ".join(value_at(cfg, "model.freeze") or []) + "]", value_at(cfg, "trainer.unfreeze_at_epoch"))
+                for cfg in (saved, wanted)]
+    if settings[0] != settings[1]:
+        (old, old_at), (new, new_at) = settings
+        raise CheckpointError(f"checkpoint {path} was made with model.freeze={old} and trainer.unfreeze_at_epoch="
+                              f"{old_at} (requested {new} and {new_at}); resume with those, or start a new run "
+                              f"from its weights (model.init_from={path}) to train other parameters")
+
+
 # What a resume keeps (README, Reliability): the keys that decide the epochs' batches and the lr schedule. `optim`
 # too: the optimizer's settings, its lr among them, come back from the checkpoint, so a changed one would be ignored.
 RESUME_KEYS = ("seed", "data", "optim", "scheduler", "trainer.accumulate_grad_batches", "trainer.limit_train_batches",
@@ -98,7 +116,8 @@ def check_resume_config(checkpoint: dict, wanted: dict, path: str | Path, world_
     """Refuse a resume whose config (resolved) would change the model, or the run's batches or lr schedule."""
     saved, state = with_legacy_data(checkpoint["config"], wanted, path), checkpoint.get("state") or {}
     check_selection(checkpoint, wanted, path)
-    check_model_config(saved.get("model") or {}, wanted.get("model") or {}, path)
+    check_model_config(architecture(saved), architecture(wanted), path)
+    check_freezing(saved, wanted, path)
     old, new = resume_view(saved, checkpoint.get("world_size", 1)), resume_view(wanted, world_size)
     length = length_keys(saved, wanted)
     differing = [k for k in config_mismatch(old, new) if k not in SPEED_ONLY_KEYS]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,6 +20,8 @@ from trainer.build import build_data, build_model
 from trainer.data.base import DataModule
 from trainer.training.distributed import Distributed, wrap_model
 from trainer.training.ema import ModelEma, create_ema
+from trainer.training.freeze import freeze
+from trainer.training.init_from import start_model
 from trainer.training.loop import Batches, LoopSettings, local_finite, train_epoch
 from trainer.training.metrics import EpochStats
 from trainer.training.optim import Scheduler, create_optimizer, create_scheduler
@@ -54,6 +56,7 @@ class RunSetup:
     val_loader: Iterable
     train_steps: int  # batches an epoch trains on (limit_train_batches applied)
     val_steps: int
+    notes: list[str] = field(default_factory=list)  # console lines on how the model started (init_from, freeze)
 
     @property
     def precision(self) -> Precision:
@@ -66,8 +69,11 @@ class RunSetup:
 
 
 def build_run(cfg: DictConfig, ctx: Distributed | None = None,
-              rank_device: torch.device | None = None) -> RunSetup:
+              rank_device: torch.device | None = None, resumed: bool = False) -> RunSetup:
     """Seed, pick the device, build data, model (wrapped and compiled), optimizer, scheduler, EMA and scaler.
+
+    The model starts from `model.init_from`'s weights unless the run is `resumed` (its checkpoint holds them);
+    `model.freeze` freezes part of it once the optimizer holds every parameter, before DDP wraps it.
 
     Under torchrun (`ctx`) each rank seeds `seed + rank` (its own dropout and mixup draws; DDP copies rank 0's
     initial weights), trains on `rank_device` and its shard of the data, and rank 0 alone downloads.
@@ -86,10 +92,12 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     if first_rank_prepares and ctx.is_main:
         ctx.barrier()
     model = build_model(cfg.model)
+    notes = start_model(model, cfg.model.get("init_from"), resumed)
     if ctx.enabled and tcfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=fmt)
     optimizer = create_optimizer(cfg.optim, model)
+    notes += freeze(model, list(cfg.model.get("freeze") or []))
     regularization = instantiate(cfg.regularization)
     if regularization.class_weights is not None:  # each rank computes the same weights from the same labels
         regularization.use_class_weights(datamodule.train_labels(), cfg.data.num_classes, device)
@@ -108,7 +116,7 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
                                  max_epochs=tcfg.max_epochs)
     return RunSetup(cfg, ctx, device, datamodule, model, train_model, optimizer, scheduler, regularization, ema,
                     precision.grad_scaler(), loop_settings(tcfg, ctx, precision, fmt), train_loader, val_loader,
-                    train_steps, val_steps)
+                    train_steps, val_steps, notes)
 
 
 def loop_settings(tcfg: DictConfig, ctx: Distributed, precision: Precision,

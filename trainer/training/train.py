@@ -34,6 +34,7 @@ from trainer.training.distributed import (
     shutdown_distributed,
     weights_digest,
 )
+from trainer.training.freeze import check_freeze_options, unfreeze_hooks
 from trainer.training.hooks import EpochEvent, Hooks
 from trainer.training.loop import NonFiniteLoss, validate
 from trainer.training.metrics import EpochStats, RunningStats
@@ -71,6 +72,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     monitor, early = Monitor.from_config(tcfg), tcfg.early_stopping
     resume_path = resolve_resume(tcfg.resume, run_dir)
     check_torchrun_options(cfg, ctx, rank_device)
+    check_freeze_options(cfg, ctx)
     console = RunConsole(tcfg.progress if ctx.is_main else "none")
     if ctx.is_main:
         tree = write_config_tree(cfg, run_dir / "config_tree.txt")
@@ -82,11 +84,13 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
         check_resume_config(checkpoint, OmegaConf.to_container(cfg, resolve=True), resume_path, ctx.world_size)
 
     # ---- set-up: seeds, device, data, model, optimisation; then the checkpoint's state, when resuming
-    run = build_run(cfg, ctx, rank_device)
+    run = build_run(cfg, ctx, rank_device, resumed=checkpoint is not None)
     checkpointer = Checkpointer(run, run_dir, times)
     state = checkpointer.restore(checkpoint, resume_path) if checkpoint is not None else TrainState()
     if checkpoint is not None:
         console.info(f"Resumed from {resume_path} after {position(state)} (step {state.global_step})")
+    for note in run.notes:  # model.init_from, model.freeze
+        console.info(note)
     logger = build_logger(cfg.logger if ctx.is_main else {}, str(run_dir), cfg)  # rank 0 alone logs
     console.table("trainer", describe_run(run, state, run_dir))
     throughput = Throughput()
@@ -98,9 +102,11 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     # ---- the epoch loop
     with StopSignals() as stop, ended_on_error(logger):
         stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
-        hooks = Hooks([throughput, *reporting, *stopping, checkpointer, *search, stop_on_signal], state, stop, ctx,
-                      run.device, run.train_steps)
+        unfreezing = unfreeze_hooks(cfg, run.model, console)  # first: the epoch trains what it lifts
+        hooks = Hooks([*unfreezing, throughput, *reporting, *stopping, checkpointer, *search, stop_on_signal], state,
+                      stop, ctx, run.device, run.train_steps)
         for epoch in state.remaining_epochs(tcfg.max_epochs):
+            hooks.before_epoch()
             with times.phase("train"):
                 train_stats = ctx.reduce_stats(train_one_epoch(run, state, hooks, console, epoch), run.device)
             with times.phase("validate"):
