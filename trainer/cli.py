@@ -81,6 +81,11 @@ def run(cfg: DictConfig, run_dir: Path, launcher: DictConfig | None = None) -> f
 
         export(cfg, run_dir)
         return None
+    if cfg.mode == "lr_find":
+        from trainer.modes.lr_find import lr_find
+
+        lr_find(cfg, run_dir)
+        return None
     from trainer.training.train import train
 
     return train(cfg, run_dir)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Params = dict[str, str | int | float | bool]
 
 # What run_params leaves out: where files go and how the console looks, not what the run is.
-DROPPED_ROOTS = ("paths", "predict", "export", "summary", "hydra", "logger", "extras")
+DROPPED_ROOTS = ("paths", "predict", "export", "summary", "lr_find", "hydra", "logger", "extras")
 DROPPED_KEYS = ("ckpt", "mode", "eval.split", "trainer.resume", "trainer.progress")
 DROPPED_LEAVES = ("_target_", "_partial_")
 OPTION_GROUPS = ("data", "model", "optim", "scheduler", "augment", "regularization")

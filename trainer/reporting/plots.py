@@ -171,3 +171,29 @@ def samples_figure(images: torch.Tensor, predicted: Sequence[str], true: Sequenc
                 color="black" if predicted[index] == true[index] else "red")
     ax.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
     return figure
+
+
+def lr_find_figure(lrs: Sequence[float], losses: Sequence[float], raw: Sequence[float] | None = None,
+                   suggestion: float | None = None, title: str = "lr_find") -> Figure:
+    """`mode=lr_find`'s curve: the smoothed loss (and faintly each step's own) against the lr on a log axis,
+    the suggested lr marked."""
+    figure, axes = new_figure(7, 4.5)
+    figure.subplots_adjust(**inches(figure, left=0.8, right=0.25, bottom=0.6, top=0.45))
+    ax = axes[0][0]
+    finite = [value for value in losses if math.isfinite(value)]
+    if raw is not None:
+        ax.plot(lrs, raw, color="tab:blue", alpha=0.25, linewidth=1, label="loss per step")
+    ax.plot(lrs, losses, color="tab:blue", label="smoothed loss")
+    if finite:  # the smoothed curve's range: a raw loss far above it would flatten the rest
+        low, high = min(finite), max(finite)
+        margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        ax.set_ylim(low - margin, high + 2 * margin)
+    if suggestion is not None:
+        ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested lr {suggestion:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (optim.lr)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return figure

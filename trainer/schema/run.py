@@ -12,8 +12,8 @@ from trainer.schema.checks import require
 PRECISIONS = ("32", "bf16", "16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROGRESS = ("auto", "rich", "plain", "none")
-MODES = ("train", "eval", "summary", "predict", "export")
-EXPORT_FORMATS = ("torchscript", "onnx")
+MODES = ("train", "eval", "summary", "predict", "export", "lr_find")
+EXPORT_FORMATS = ("torchscript", "onnx", "torch_export")
 CKPT_MODES = ("eval", "predict", "export")
 # What trainer.monitor can select best.pt (and the top-k checkpoints) on: the history row's val metrics.
 MONITORS = ("val/acc", "val/loss", "val/top5", "val_ema/acc", "val_ema/loss")
@@ -146,10 +146,31 @@ class PredictConfig:
 class ExportConfig:
     """`mode=export`: the serialised format written beside the run (TorchScript needs no extra package)."""
 
-    format: str = "torchscript"  # torchscript | onnx (onnx needs: pip install -e '.[onnx]')
+    # torchscript | onnx (needs: pip install -e '.[onnx]') | torch_export (torch.export's ExportedProgram, .pt2)
+    format: str = "torchscript"
 
     def __post_init__(self) -> None:
         require(self.format in EXPORT_FORMATS, "format", "one of " + ", ".join(EXPORT_FORMATS), self.format)
+
+
+@dataclass
+class LrFindConfig:
+    """`mode=lr_find`: an exponential lr sweep over training steps, the loss recorded at each (nothing is saved
+    but lr_find.json and lr_find.png); the suggestion is the lr where the smoothed loss falls fastest."""
+
+    min_lr: float = 1e-7  # the first step's lr
+    max_lr: float = 10.0  # the last step's lr
+    num_steps: int = 100  # optimizer steps of the sweep (the train loader is cycled when it is shorter)
+    smoothing: float = 0.05  # weight of each new loss in the running (bias-corrected) average of the curve
+    early_stop_threshold: float | None = 4.0  # stop once the smoothed loss exceeds this x its best; null: never
+
+    def __post_init__(self) -> None:
+        require(self.min_lr > 0, "min_lr", "> 0", self.min_lr)
+        require(self.max_lr > self.min_lr, "max_lr", f"> lr_find.min_lr ({self.min_lr:g})", self.max_lr)
+        require(self.num_steps >= 2, "num_steps", ">= 2", self.num_steps)
+        require(0 < self.smoothing <= 1, "smoothing", "in (0, 1]", self.smoothing)
+        require(self.early_stop_threshold is None or self.early_stop_threshold > 1, "early_stop_threshold",
+                "> 1 or null", self.early_stop_threshold)
 
 
 @dataclass
@@ -177,7 +198,7 @@ class TrainConfig:
 
     mode: train fits the model (then scores best.pt once on the test split); eval scores `ckpt` on eval.split;
     summary prints the model's layer table; predict classifies image files with `ckpt`; export writes `ckpt` as
-    TorchScript or ONNX.
+    TorchScript, ONNX or a torch.export program; lr_find sweeps the lr over training steps and suggests one.
     """
 
     mode: str = "train"
@@ -197,6 +218,7 @@ class TrainConfig:
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "mode", "one of " + ", ".join(MODES), self.mode)
