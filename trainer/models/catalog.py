@@ -63,6 +63,26 @@ EFFICIENTNET_B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (6, 3, 1, 192, 320, 1),
 )
 
+# Vision transformer: how the tokens become one vector for the head (the class token, or the patch tokens' mean).
+VIT_POOLS = ("cls", "mean")
+
+# Recurrent cells of `model=rnn` (torch.nn.LSTM, torch.nn.GRU).
+RNN_CELLS = ("lstm", "gru")
+
+# `model=timm`: the timm arguments the config sets through its own keys, so model.kwargs may not hold them
+# (argument -> the key that sets it), and the rates a key sets only when it is not null (key -> argument).
+TIMM_SET_BY_KEYS: dict[str, str] = {
+    "num_classes": "data.num_classes",
+    "in_chans": "data.in_channels",
+    "pretrained": "model.pretrained_file",
+    "pretrained_cfg": "model.pretrained_file",
+    "pretrained_cfg_overlay": "model.pretrained_file",
+}
+TIMM_RATES: dict[str, str] = {"dropout": "drop_rate", "stochastic_depth": "drop_path_rate"}
+
+# `model=torchvision`: the builder arguments the config sets through its own keys.
+TORCHVISION_SET_BY_KEYS: dict[str, str] = {"num_classes": "data.num_classes", "weights": "model.weights"}
+
 # ---- the smallest input each model can use
 #
 # A layer that changes the spatial size, as (kernel, stride, padding, ceil_mode). A model degenerates on a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,10 +13,11 @@ from trainer.errors import ConfigError
 
 
 def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
-          weights: str | None = None) -> nn.Module:
-    """`torchvision.models.get_model(name)`; pretrained `weights` must already be in torch's hub cache.
+          weights: str | None = None, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """`torchvision.models.get_model(name, **kwargs)`; pretrained `weights` must already be in torch's hub cache.
 
-    Vision transformers are built for the data's `image_size` (their position embeddings depend on it).
+    Vision transformers are built for the data's `image_size` (their position embeddings depend on it) unless
+    `kwargs` sets `image_size`. `kwargs` are the builder's own arguments (`dropout`, `stochastic_depth_prob`...).
     """
     import torchvision.models as tvm
 
@@ -24,13 +26,20 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
         close = difflib.get_close_matches(name, classifiers, n=3, cutoff=0.4)
         hint = f"did you mean {' or '.join(close)}?" if close else "e.g. " + ", ".join(classifiers[:8]) + ", ..."
         raise ConfigError(f"model.name={name!r} is not a torchvision model; {hint}")
-    size_kwargs = {"image_size": image_size} if name.startswith("vit_") else {}
-    if weights is None:
-        model = tvm.get_model(name, weights=None, num_classes=num_classes, **size_kwargs)
-    else:
-        model = tvm.get_model(name, weights=_cached_weights(name, weights), **size_kwargs)
-        if num_classes != _last_linear(model).out_features:
-            _replace_last_linear(model, num_classes)
+    extra = ({"image_size": image_size} if name.startswith("vit_") else {}) | (kwargs or {})
+    try:
+        if weights is None:
+            model = tvm.get_model(name, weights=None, num_classes=num_classes, **extra)
+        else:
+            model = tvm.get_model(name, weights=_cached_weights(name, weights), **extra)
+    except TypeError as err:
+        refused = next((arg for arg in kwargs or {} if f"argument '{arg}'" in str(err)), None)
+        if refused is None:
+            raise
+        raise ConfigError(f"torchvision model {name} takes no {refused} argument (set by model.kwargs.{refused})"
+                          ) from None
+    if weights is not None and num_classes != _last_linear(model).out_features:
+        _replace_last_linear(model, num_classes)
     if in_channels != 3:
         _adapt_first_conv(model, in_channels)
     return model

@@ -196,13 +196,110 @@ class TorchvisionConfig(ModelConfig):
     image_size: int = SI("${data.image_size}")
     name: str = "resnet18"  # convnext_tiny | vit_b_16 | mobilenet_v3_small | regnet_y_400mf ...
     weights: str | None = None  # null: random init; or a weights name (DEFAULT, IMAGENET1K_V1...) in torch's hub cache
+    kwargs: Any = None  # null, or a dict of the builder's own arguments: {dropout: 0.2} (see check_kwargs)
+
+    def __post_init__(self) -> None:
+        check_kwargs(self.kwargs, catalog.TORCHVISION_SET_BY_KEYS)
 
     def label(self) -> str:
         return f"torchvision {self.name}"  # its minimum is torchvision's to know: not checked here
 
 
+@dataclass
+class ViTConfig(ModelConfig):
+    """`model=vit`: a Vision Transformer; the defaults are timm's vit_tiny with 4-px patches for 32-px images."""
+
+    _target_: str = "trainer.models.vit.VisionTransformer"
+    image_size: int = SI("${data.image_size}")
+    patch_size: int = 4  # must divide data.image_size: (image_size / patch_size)^2 tokens
+    dim: int = 192  # token width
+    depth: int = 12  # transformer blocks
+    heads: int = 3  # attention heads; must divide dim
+    mlp_ratio: float = 4.0  # each block's MLP is mlp_ratio x dim wide
+    pool: str = "cls"  # cls (a class token) or mean (the mean of the patch tokens) feeds the head
+    stochastic_depth: float = 0.1  # the last block's drop-path rate; it grows linearly from 0 over the blocks
+    dropout: float = 0.0  # after the position embedding, attention (weights and output) and each MLP layer
+
+    def __post_init__(self) -> None:
+        for key in ("patch_size", "dim", "depth", "heads"):
+            require(getattr(self, key) >= 1, key, ">= 1", getattr(self, key))
+        require(self.dim % self.heads == 0, "heads", f"a divisor of model.dim ({self.dim})", self.heads)
+        if isinstance(self.image_size, int):
+            require(self.image_size % self.patch_size == 0, "patch_size",
+                    f"a divisor of data.image_size ({self.image_size})", self.patch_size)
+        require(self.mlp_ratio > 0, "mlp_ratio", "> 0", self.mlp_ratio)
+        require(self.pool in catalog.VIT_POOLS, "pool", one_of(catalog.VIT_POOLS), self.pool)
+        require(0.0 <= self.stochastic_depth < 1.0, "stochastic_depth", "in [0, 1)", self.stochastic_depth)
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+
+    def label(self) -> str:
+        return f"vit with model.patch_size={self.patch_size}"
+
+
+@dataclass
+class RNNConfig(ModelConfig):
+    """`model=rnn`: an LSTM or GRU that reads the image row by row (sequence length: the image height; features
+    per step: width x channels) and classifies from its final state."""
+
+    _target_: str = "trainer.models.rnn.RowRNN"
+    image_size: int = SI("${data.image_size}")
+    cell: str = "lstm"  # lstm or gru
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False  # true: a second direction reads the rows bottom-up; the head sees both
+    dropout: float = 0.0  # between stacked layers (with num_layers > 1)
+
+    def __post_init__(self) -> None:
+        require(self.cell in catalog.RNN_CELLS, "cell", one_of(catalog.RNN_CELLS), self.cell)
+        require(self.hidden_size >= 1, "hidden_size", ">= 1", self.hidden_size)
+        require(self.num_layers >= 1, "num_layers", ">= 1", self.num_layers)
+        require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+
+    def label(self) -> str:
+        return f"rnn ({self.cell})"
+
+
+@dataclass
+class TimmConfig(ModelConfig):
+    """`model=timm`: any timm model by name, adapted to the data's channels and classes; weights only from a
+    local file."""
+
+    _target_: str = "trainer.models.timm_model.build"
+    image_size: int = SI("${data.image_size}")  # models with a fixed input size (ViTs) are built for it
+    name: str = "resnet10t"  # any timm.list_models() name: convnext_atto | vit_tiny_patch16_224 | efficientnet_b0 ...
+    kwargs: Any = None  # null, or a dict of more timm.create_model arguments: {drop_path_rate: 0.1, img_size: 64}
+    pretrained_file: str | None = None  # null: random init; or a local .pth/.safetensors file of timm weights
+    dropout: float | None = None  # timm's drop_rate (before the classifier); null: the model's default
+    stochastic_depth: float | None = None  # timm's drop_path_rate; null: the model's default
+
+    def __post_init__(self) -> None:
+        kwargs = check_kwargs(self.kwargs, catalog.TIMM_SET_BY_KEYS)
+        for key, arg in catalog.TIMM_RATES.items():
+            value = getattr(self, key)
+            require(value is None or 0.0 <= value < 1.0, key, "in [0, 1) or null", value)
+            require(value is None or arg not in kwargs, f"kwargs.{arg}",
+                    f"left out when model.{key} is set (both set timm's {arg})", kwargs.get(arg))
+
+    def label(self) -> str:
+        return f"timm {self.name}"  # its minimum is timm's to know: not checked here
+
+
+def check_kwargs(kwargs: Any, set_by: dict[str, str]) -> dict[str, Any]:
+    """`model.kwargs` as a dict ({} for null), refusing a builder argument that a config key already sets.
+
+    The key is typed `Any` with a null default rather than an empty dict: `model.kwargs={a: 1}` then replaces
+    the null, where a typed dict would refuse the new key `a`; add a key to a set dict with `+model.kwargs.b=2`.
+    """
+    require(kwargs is None or isinstance(kwargs, dict), "kwargs", "a dict of keyword arguments or null", kwargs)
+    kwargs = kwargs or {}
+    for arg, key in set_by.items():
+        require(arg not in kwargs, f"kwargs.{arg}", f"left out (it is set by {key})", kwargs.get(arg))
+    return kwargs
+
+
 SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
-           "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig}
+           "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig,
+           "vit": ViTConfig, "rnn": RNNConfig, "timm": TimmConfig}
 
 
 def check_input_size(cfg: DictConfig) -> None:
