@@ -22,8 +22,8 @@ def export_cfg(ckpt: Path, fmt: str):
 
 @pytest.fixture(scope="module")
 def rgb_ckpt(tmp_path_factory) -> Path:
-    """An untrained MLP checkpoint for 3-channel 32 px images (data=fake), written in-process."""
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.pt", "data=fake", "model=mlp")
+    """An untrained MLP checkpoint for 3-channel images (digits, grey repeated), written in-process."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "rgb.pt", "model=mlp", "data.in_channels=3")
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -45,13 +45,16 @@ def test_torch_export_reloads_and_matches_eager_at_any_batch_size(rgb_ckpt: Path
     path = export(export_cfg(rgb_ckpt, "torch_export"), tmp_path)
     assert path == tmp_path / "model.pt2"
     found = read_json(tmp_path / "export.json")
-    assert found["format"] == "torch_export" and found["channel_order"] == "RGB" and found["in_channels"] == 3
-    assert found["input_size"] == [32, 32] and found["dynamic_batch"] is True and found["max_abs_diff"] <= 1e-5
+    loaded = load_for_inference(rgb_ckpt, torch.device("cpu"))
+    assert (found["format"], found["file"], found["channel_order"], found["in_channels"]) == (
+        "torch_export", "model.pt2", "RGB", 3)
+    assert found["mean"] == loaded.info["mean"] and len(found["std"]) == 3 and found["classes"] == loaded.classes
+    assert found["input_size"] == [8, 8] and found["dynamic_batch"] is True and found["max_abs_diff"] <= 1e-5
     program = torch.export.load(str(path))
     assert isinstance(program, torch.export.ExportedProgram)
-    eager = load_for_inference(rgb_ckpt, torch.device("cpu")).model
+    eager = loaded.model
     for batch in (1, 7):  # neither is the batch size it was exported at (4)
-        images = torch.randn(batch, 3, 32, 32)
+        images = torch.randn(batch, 3, 8, 8)
         with torch.no_grad():
             torch.testing.assert_close(program.module()(images), eager(images), atol=1e-5, rtol=1e-5)
 

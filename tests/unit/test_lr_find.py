@@ -69,10 +69,13 @@ def test_the_training_command_leaves_out_what_made_it_an_lr_find_run() -> None:
 
 
 def test_the_sweep_settings_are_checked() -> None:
-    validate(compose("mode=lr_find"))
-    for override, message in (("lr_find.max_lr=1e-8", "max_lr must be > lr_find.min_lr"),
-                              ("lr_find.min_lr=0", "min_lr must be > 0"), ("lr_find.num_steps=1", "num_steps"),
-                              ("lr_find.smoothing=0", "smoothing must be in"),
-                              ("lr_find.early_stop_threshold=1", "early_stop_threshold must be > 1 or null")):
+    cfg = compose("mode=lr_find")
+    validate(cfg)
+    for key, value, message in (("max_lr", 1e-8, "max_lr must be > lr_find.min_lr"),
+                                ("min_lr", 0.0, "min_lr must be > 0"), ("num_steps", 1, "num_steps must be >= 2"),
+                                ("smoothing", 0.0, "smoothing must be in"),
+                                ("early_stop_threshold", 1.0, "early_stop_threshold must be > 1 or null")):
+        bad = cfg.copy()
+        bad.lr_find[key] = value
         with pytest.raises(ConfigError, match=f"lr_find.{message}"):
-            validate(compose("mode=lr_find", override))
+            validate(bad)
