@@ -27,6 +27,8 @@ from trainer.training.resume_config import check_resume_config
 CPU = torch.device("cpu")
 HEAD = ["head.2.weight", "head.2.bias"]
 FROZEN = "features.0"  # the first conv-norm-act block of a simple_cnn
+SOURCES = {"checkpoint": "a trainer checkpoint, epoch 3", "state_dict": "a state_dict",
+           "ddp_wrapped": "a state_dict in its 'state_dict' entry", "safetensors": "a safetensors file"}
 
 
 def cnn(in_channels: int = 3, num_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -67,6 +69,7 @@ def test_init_from_loads_every_tensor_that_fits_and_reinitialises_the_head(kind:
     model = cnn(num_classes=5, seed=2)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = init_from(model, write_weights(kind, source, tmp_path))
+    assert report.source == SOURCES[kind]
     assert sorted(report.reinitialised) == sorted(HEAD) and not (report.adapted or report.missing)
     assert report.unexpected == [] and len(report.loaded) == len(fresh) - 2
     for key, value in model.state_dict().items():
@@ -105,6 +108,12 @@ def test_a_missing_file_or_one_without_a_fitting_tensor_is_one_error_line(tmp_pa
     with pytest.raises(CheckpointError, match="none of its 1 tensors fits the model") as err:
         init_from(cnn(), path)
     assert "\n" not in str(err.value)
+    (tmp_path / "junk.pt").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match="junk.pt does not read as weights"):
+        init_from(cnn(), tmp_path / "junk.pt")
+    torch.save(nn.Linear(2, 2), tmp_path / "pickled_module.pt")  # loading it would need arbitrary unpickling
+    with pytest.raises(CheckpointError, match="refusing to load it"):
+        init_from(cnn(), tmp_path / "pickled_module.pt")
 
 
 def test_a_resumed_run_ignores_init_from_and_says_so() -> None:

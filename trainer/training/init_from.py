@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from trainer.errors import CheckpointError, ConfigError, first_line
+from trainer.training.checkpoint_checks import unpickling_reason
 
 KEY = "model.init_from"
 WRAPPERS = ("model", "state_dict")  # the entries that hold the weights: a trainer checkpoint's, a common wrapper's
@@ -33,7 +34,7 @@ class InitReport:
     """What `init_from` did with each tensor of the file and of the model."""
 
     path: str
-    source: str  # what the file was: "a trainer checkpoint (epoch 3)", "a state_dict", "a safetensors file"
+    source: str  # what the file was: "a trainer checkpoint, epoch 3", "a state_dict", "a safetensors file"
     loaded: list[str] = field(default_factory=list)  # copied unchanged
     adapted: list[str] = field(default_factory=list)  # a first conv, its input channels adapted ("name (1 -> 3)")
     reinitialised: list[str] = field(default_factory=list)  # another shape in the file: fresh initialisation kept
@@ -72,11 +73,11 @@ def read_payload(path: Path) -> Any:
         if "GLOBAL" in str(err) or "Unsupported global" in str(err):
             raise CheckpointError(f"{KEY}={path}: refusing to load it, it needs arbitrary unpickling, which could "
                                   "run code (save a state_dict of tensors, or a .safetensors file)") from None
-        raise CheckpointError(f"{KEY}={path} is corrupt: {first_line(err)}") from None
-    except Exception as err:  # a truncated zip, random bytes, a safetensors header that does not parse
+        reason = unpickling_reason(err)
+    except Exception as err:  # a truncated zip, a safetensors header that does not parse
         reason = first_line(err).split(" (Could this error message be improved?")[0]
-        raise CheckpointError(f"{KEY}={path} does not read as weights (a torch.save file or a .safetensors "
-                              f"file): {reason}") from None
+    raise CheckpointError(f"{KEY}={path} does not read as weights (a torch.save file or a .safetensors file): "
+                          f"{reason}")
 
 
 def state_dict_of(payload: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -90,7 +91,7 @@ def state_dict_of(payload: Any, path: Path) -> tuple[dict[str, torch.Tensor], st
     for key in WRAPPERS:
         if isinstance(payload.get(key), dict):
             is_checkpoint = key == "model" and "config" in payload and "epoch" in payload
-            source = f"a trainer checkpoint (epoch {payload['epoch']})" if is_checkpoint else \
+            source = f"a trainer checkpoint, epoch {payload['epoch']}" if is_checkpoint else \
                 f"a state_dict in its {key!r} entry"
             payload = payload[key]
             break
