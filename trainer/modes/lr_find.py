@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -148,8 +148,9 @@ def run_sweep(run: RunSetup, cfg: DictConfig, console: RunConsole) -> SweepCurve
     batches: Batches = sweep_batches(run, state)
     with console.progress("lr_find", find.num_steps * run.settings.accumulate) as update:
         try:
+            # a non-finite loss ends the sweep (trainer.skip_nonfinite would skip batches for as long as it lasts)
             train_epoch(run.train_model, batches, run.regularization, optimizer, scheduler, run.scaler,
-                        run.settings, on_step=update, after_step=state.after_step)
+                        replace(run.settings, skip_nonfinite=False), on_step=update, after_step=state.after_step)
         except NonFiniteLoss:
             state.curve.diverged = True  # the curve so far stands; the steps after it would only diverge
         except Exception as err:
