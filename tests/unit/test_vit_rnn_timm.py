@@ -270,6 +270,7 @@ def test_torchvision_kwargs_reach_the_builder() -> None:
 
 # ---- checkpoints of the new models load for eval, predict and export
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # nn.LSTM's own input-size checks, while traced
 @pytest.mark.parametrize(("schema", "values"), [
     (ViTConfig, {"patch_size": 2, "dim": 16, "depth": 1, "heads": 2, "pool": "mean"}),
     (TimmConfig, {"name": "test_resnet", "stochastic_depth": 0.1, "kwargs": {"stem_width": 16}}),
@@ -289,3 +290,9 @@ def test_new_model_checkpoints_load_for_inference(schema: type, values: dict, di
     assert not loaded.model.training and loaded.model.state_dict().keys() == saved.keys()
     assert all(torch.equal(tensor, saved[key]) for key, tensor in loaded.model.state_dict().items())
     assert loaded.model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    if schema is not TimmConfig:  # the project's own models export (mode=export's default format) for any batch
+        from trainer.modes.export import export_torchscript
+
+        exported, x = export_torchscript(loaded.model, torch.randn(2, 1, 8, 8), tmp_path / "model.ts"), torch.randn(
+            5, 1, 8, 8)
+        torch.testing.assert_close(exported(x), loaded.model(x))
