@@ -39,6 +39,9 @@ def vit_parameters(channels: int, classes: int, image: int, patch: int, dim: int
         dim * classes + classes)
 
 
+RGB_10 = {"in_channels": 3, "num_classes": 10, "image_size": 32}  # what data=fake gives the model
+
+
 def model_config(schema: type, **values) -> DictConfig:
     """A model group as a run composes it (the schema's defaults, `values` set), without composing a run."""
     return OmegaConf.structured(schema(**values))
@@ -47,7 +50,7 @@ def model_config(schema: type, **values) -> DictConfig:
 @pytest.mark.parametrize("values", [{}, {"pool": "mean", "patch_size": 8, "dim": 96, "heads": 4, "depth": 3,
                                          "mlp_ratio": 2.5}])
 def test_vit_parameter_count_follows_the_formula(values: dict) -> None:
-    m = model_config(ViTConfig, in_channels=3, num_classes=10, image_size=32, **values)
+    m = model_config(ViTConfig, **RGB_10, **values)
     model = on_meta(lambda: build_model(m))
     assert count_parameters(model) == vit_parameters(m.in_channels, m.num_classes, m.image_size, m.patch_size, m.dim,
                                                      m.depth, m.mlp_ratio, m.pool)
@@ -158,6 +161,12 @@ def test_rnn_config_errors_name_the_key() -> None:
 
 # ---- timm
 
+def run_config(model: DictConfig, dropout: float | None = None, stochastic_depth: float | None = None) -> DictConfig:
+    """The two groups `apply_regularization_to_model` reads: the model, and the regularization's rates."""
+    return OmegaConf.create({"model": model, "regularization": {"dropout": dropout,
+                                                                "stochastic_depth": stochastic_depth}})
+
+
 @pytest.fixture
 def no_downloads():
     """Every way timm fetches weights from the network fails the test."""
@@ -180,26 +189,25 @@ def test_rate_keys_and_kwargs_reach_timm_and_regularization_sets_them() -> None:
 
     from trainer.training.train import apply_regularization_to_model
 
-    cfg = compose("model=timm", "model.name=test_resnet", "regularization.dropout=0.25",
-                  "regularization.stochastic_depth=0.1", "model.kwargs={stem_width: 16}")
-    validate(cfg)
+    cfg = run_config(model_config(TimmConfig, name="test_resnet", kwargs={"stem_width": 16}, **RGB_10), dropout=0.25,
+                     stochastic_depth=0.1)
     apply_regularization_to_model(cfg)
     model = build_model(cfg.model)
     assert model.drop_rate == 0.25 and model.conv1[0].out_channels == 16
     drop_paths = [m.drop_prob for m in model.modules() if isinstance(m, timm.layers.DropPath)]
     assert drop_paths and max(drop_paths) == pytest.approx(0.1)
-    default = build_model(model_config(TimmConfig, name="test_resnet", in_channels=3, num_classes=10, image_size=32))
+    default = build_model(model_config(TimmConfig, name="test_resnet", **RGB_10))
     assert default.drop_rate == 0.0 and not any(isinstance(m, timm.layers.DropPath) for m in default.modules())
 
 
 def test_timm_settings_made_twice_are_refused() -> None:
     from trainer.training.train import apply_regularization_to_model
 
-    cfg = compose("model=timm", "model.kwargs={drop_path_rate: 0.1}", "regularization.stochastic_depth=0.2")
+    cfg = run_config(model_config(TimmConfig, kwargs={"drop_path_rate": 0.1}, **RGB_10), stochastic_depth=0.2)
     apply_regularization_to_model(cfg)
-    with pytest.raises(ConfigError, match=r"^invalid config: model.kwargs.drop_path_rate must be left out when "
-                                          r"model.stochastic_depth is set \(both set timm's drop_path_rate\)"):
-        validate(cfg)
+    with pytest.raises(ValueError, match=r"^kwargs.drop_path_rate must be left out when model.stochastic_depth is "
+                                         r"set \(both set timm's drop_path_rate\) \(got 0.1\)$"):
+        OmegaConf.to_object(cfg.model)
     for values, message in [({"kwargs": {"drop_rate": 0.1}, "dropout": 0.2}, "kwargs.drop_rate must be left out "
                              "when model.dropout is set (both set timm's drop_rate) (got 0.1)"),
                             ({"kwargs": {"in_chans": 1}}, "kwargs.in_chans must be left out (it is set by "
@@ -258,9 +266,8 @@ def test_a_pretrained_file_that_is_missing_or_of_another_model_is_refused(tmp_pa
 # ---- torchvision's builder arguments
 
 def test_torchvision_kwargs_reach_the_builder() -> None:
-    cfg = compose("model=torchvision", "model.name=mobilenet_v3_small", "model.kwargs={dropout: 0.3}", "data=fake")
-    validate(cfg)
-    model = on_meta(lambda: build_model(cfg.model))
+    cfg = model_config(TorchvisionConfig, name="mobilenet_v3_small", kwargs={"dropout": 0.3}, **RGB_10)
+    model = on_meta(lambda: build_model(cfg))
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
     with pytest.raises(ConfigError, match=r"^torchvision model resnet18 takes no dropout argument"):
         on_meta(lambda: build_torchvision("resnet18", 3, 10, kwargs={"dropout": 0.3}))
