@@ -12,7 +12,7 @@ from torch import nn
 from trainer.data.base import DataModule
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.schema import GROUP_SCHEMAS
-from trainer.schema.model import RUN_ONLY_KEYS
+from trainer.schema.model import RUN_ONLY_KEYS, WEIGHT_SOURCE_KEYS
 
 
 def build_data(cfg: DictConfig, with_augment: bool = True) -> DataModule:
@@ -93,10 +93,23 @@ def model_config_from_checkpoint(saved: dict[str, Any], path: str) -> DictConfig
     if schema is None:
         raise CheckpointError(f"checkpoint {path} names an unknown {group} {saved.get('_target_')!r}")
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), saved)
+        model_cfg = OmegaConf.merge(OmegaConf.structured(schema), saved)
     except Exception as err:  # an unknown key or wrong type in the stored config
         raise CheckpointError(f"checkpoint {path} has an invalid {group} config: "
                               f"{str(err).splitlines()[0]}") from None
+    return without_weight_sources(model_cfg)
+
+
+def without_weight_sources(model_cfg: DictConfig) -> DictConfig:
+    """A copy of the model group with its WEIGHT_SOURCE_KEYS (a timm `pretrained_file`) set to null: a model whose
+    weights come from a checkpoint (eval, predict, export, a resumed run) neither reads nor needs that file."""
+    if not any(key in model_cfg for key in WEIGHT_SOURCE_KEYS):
+        return model_cfg
+    model_cfg = model_cfg.copy()
+    for key in WEIGHT_SOURCE_KEYS:
+        if key in model_cfg:
+            model_cfg[key] = None
+    return model_cfg
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from tests.conftest import compose
-from trainer.build import build_model, count_parameters
+from trainer.build import build_model, count_parameters, model_config_from_checkpoint, without_weight_sources
 from trainer.errors import ConfigError
 from trainer.models.rnn import RowRNN
 from trainer.models.timm_model import build as build_timm
@@ -261,6 +261,20 @@ def test_a_pretrained_file_that_is_missing_or_of_another_model_is_refused(tmp_pa
     torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(ConfigError, match=r"holds no tensor of timm model test_vit"):
         build_timm("test_vit", 3, 10, 32, pretrained_file=str(tmp_path / "resnet.pth"))
+
+
+def test_a_model_rebuilt_from_a_checkpoint_does_not_read_its_pretrained_file(tmp_path: Path, no_downloads) -> None:
+    """eval/predict/export and a resumed run take the checkpoint's weights: a pretrained_file moved away since the
+    run started is not read (without_weight_sources), while a fresh build still refuses it."""
+    cfg = OmegaConf.structured(TimmConfig(in_channels=3, num_classes=10, image_size=32, name="test_resnet",
+                                          pretrained_file=str(tmp_path / "moved.pth")))
+    with pytest.raises(ConfigError, match="moved.pth is not a file"):
+        build_model(cfg)
+    saved = OmegaConf.to_container(cfg)
+    rebuilt = model_config_from_checkpoint(saved, "ckpt.pt")
+    assert rebuilt.pretrained_file is None and saved["pretrained_file"] == str(tmp_path / "moved.pth")
+    assert isinstance(build_model(rebuilt), nn.Module)
+    assert without_weight_sources(cfg).pretrained_file is None and cfg.pretrained_file is not None
 
 
 # ---- torchvision's builder arguments

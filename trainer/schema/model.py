@@ -28,6 +28,9 @@ def one_of(names: tuple[object, ...]) -> str:
 # The model keys that say how a training run starts and trains its model, not what the model is: build_model does
 # not pass them to the model's builder, and eval, predict and export (built from a checkpoint) ignore them.
 RUN_ONLY_KEYS = ("init_from", "freeze")
+# The model keys that name where a fresh model's pretrained weights come from (a local file): a model
+# rebuilt from a checkpoint (eval, predict, export) takes the checkpoint's weights, so they are reset to null there.
+WEIGHT_SOURCE_KEYS = ("pretrained_file",)
 
 
 @dataclass
