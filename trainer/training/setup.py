@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from trainer.build import build_data, build_model
+from trainer.build import build_data, build_model, without_weight_sources
 from trainer.data.base import DataModule
 from trainer.training.distributed import Distributed, wrap_model
 from trainer.training.ema import ModelEma, create_ema
@@ -91,7 +91,7 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     datamodule = build_data(cfg)
     if first_rank_prepares and ctx.is_main:
         ctx.barrier()
-    model = build_model(cfg.model)
+    model = build_model(without_weight_sources(cfg.model) if resumed else cfg.model)
     notes = start_model(model, cfg.model.get("init_from"), resumed)
     if ctx.enabled and tcfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
