@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from tests.conftest import CONFIGS, compose
+from tests.conftest import CONFIGS, compose, composed
 from trainer.build import build_data, build_model
 from trainer.errors import ConfigError
 from trainer.schema import GROUP_SCHEMAS, validate
@@ -70,11 +70,16 @@ def test_model_options_follow_the_data_config_and_train(option: str, data: str) 
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("optim", options("optim"))
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optim_and_scheduler_options_step(optim: str, scheduler: str) -> None:
-    cfg = compose(f"optim={optim}", f"scheduler={scheduler}", "optim.no_decay_norm_bias=true")
+    # Each option composed once (the pairs would cost a compose each): the scheduler's node, unresolved, joins the
+    # optim's config, where its interpolations (onecycle's max_lr: ${optim.lr}) resolve as in one compose.
+    cfg = composed(f"optim={optim}", values={"optim.no_decay_norm_bias": True})
+    cfg.scheduler = composed(f"scheduler={scheduler}").scheduler
     validate(cfg)
+    assert cfg.scheduler.get("max_lr", cfg.optim.lr) == cfg.optim.lr  # resolved in this config
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
     optimizer = create_optimizer(cfg.optim, model)
     assert type(optimizer).__name__.lower() == optim.lower()
