@@ -1,4 +1,4 @@
-"""Optimizer options: defaults, the no-decay parameter groups, fused kernels, one training step each."""
+"""Optimizer options: defaults, the no-decay parameter groups, fused kernels, one training step each; Muon."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ import re
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from tests.conftest import CONFIGS, REPO, compose, convnet
+from tests.conftest import CONFIGS, REPO, compose, composed, convnet, run_cli_in_process
 from trainer.errors import ConfigError
 from trainer.schema import validate
-from trainer.training.optim import create_optimizer, fast_kernel_kwargs, load_optimizer_state, parameter_groups
+from trainer.training.optim import (
+    create_optimizer,
+    fast_kernel_kwargs,
+    load_optimizer_state,
+    scale_lr_with_batch,
+)
+from trainer.training.param_groups import parameter_groups
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is the fastest
 
 OPTIMS = sorted(path.stem for path in (CONFIGS / "optim").glob("*.yaml"))
+FUSED = {"sgd", "adam", "adamw", "muon"}  # torch has a fused kernel for these (muon: its AdamW part)
 
 
 def every_kind_convnet() -> nn.Module:
@@ -46,10 +56,15 @@ def test_the_readme_documents_every_option_and_the_default_that_builds() -> None
     ("rmsprop", {"alpha": 0.99}),
     ("adam", {"betas": (0.9, 0.999), "eps": 1e-8, "lr": 1e-3, "weight_decay": 0.0}),
     ("adamw", {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}),
+    ("nadam", {"lr": 2e-3, "momentum_decay": 4e-3, "decoupled_weight_decay": False}),
+    ("radam", {"lr": 1e-3, "decoupled_weight_decay": False}),
+    ("lion", {"lr": 3e-4, "betas": (0.9, 0.99), "weight_decay": 0.1}),
+    ("lamb", {"lr": 3e-3, "eps": 1e-6, "max_grad_norm": 1.0, "weight_decay": 0.01}),
+    ("lars", {"lr": 1.0, "momentum": 0.9, "trust_coeff": 1e-3, "weight_decay": 1e-4}),
+    ("muon", {"lr": 3e-3, "betas": (0.9, 0.999), "weight_decay": 0.01}),  # its AdamW part: no hidden matrices
 ])
 def test_defaults(option: str, expected: dict) -> None:
-    cfg = compose(f"optim={option}")
-    validate(cfg)
+    cfg = composed(f"optim={option}")
     optimizer = create_optimizer(cfg.optim, every_kind_convnet())
     group = optimizer.param_groups[0]
     for key, value in expected.items():
@@ -64,11 +79,10 @@ def test_sgd_nesterov_option_reaches_torch() -> None:
 
 @pytest.mark.parametrize("option", OPTIMS)
 def test_no_decay_norm_bias_puts_biases_and_norms_in_a_zero_decay_group(option: str) -> None:
-    cfg = compose(f"optim={option}", "optim.weight_decay=0.05", "optim.no_decay_norm_bias=true")
-    validate(cfg)
+    cfg = composed(f"optim={option}", values={"optim.weight_decay": 0.05, "optim.no_decay_norm_bias": True})
     model = every_kind_convnet()
     optimizer = create_optimizer(cfg.optim, model)
-    decay, no_decay = optimizer.param_groups
+    decay, no_decay = optimizer.param_groups  # muon too: this model has no hidden matrices, all AdamW's
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert {id(p) for p in no_decay["params"]} == exempt_params(model)
     assert {id(p) for p in decay["params"]} == {id(p) for p in model.parameters()} - exempt_params(model)
@@ -78,8 +92,7 @@ def test_no_decay_norm_bias_puts_biases_and_norms_in_a_zero_decay_group(option: 
 
 @pytest.mark.parametrize("option", OPTIMS)
 def test_without_the_flag_every_parameter_decays(option: str) -> None:
-    cfg = compose(f"optim={option}", "optim.weight_decay=0.05")
-    validate(cfg)
+    cfg = composed(f"optim={option}", values={"optim.weight_decay": 0.05})
     model = every_kind_convnet()
     (group,) = create_optimizer(cfg.optim, model).param_groups
     assert group["weight_decay"] == 0.05 and len(group["params"]) == len(list(model.parameters()))
@@ -102,15 +115,15 @@ def test_exempt_parameters_are_not_decayed_by_a_step() -> None:
 def test_frozen_parameters_are_left_out() -> None:
     model = every_kind_convnet()
     model[0].weight.requires_grad_(False)
-    groups = parameter_groups(model, no_decay_norm_bias=True)
+    groups = parameter_groups(model, 0.1, 0.01, no_decay_norm_bias=True)
     assert all(p is not model[0].weight for group in groups for p in group["params"])
 
 
 @pytest.mark.parametrize("option", OPTIMS)
 def test_fused_on_cpu_where_torch_has_it(option: str) -> None:
-    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
+    cfg = composed(f"optim={option}", values={"optim.no_decay_norm_bias": True})
     optimizer = create_optimizer(cfg.optim, every_kind_convnet())
-    assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
+    assert [group.get("fused", False) for group in optimizer.param_groups] == [option in FUSED] * 2
 
 
 def test_fused_kernels_only_for_float_parameters_on_cpu_or_cuda() -> None:
@@ -176,18 +189,17 @@ def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> Non
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("option", OPTIMS)
 def test_fused_on_cuda_where_torch_has_it(option: str) -> None:
-    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
+    cfg = composed(f"optim={option}", values={"optim.no_decay_norm_bias": True})
     model = every_kind_convnet().cuda()
     optimizer = create_optimizer(cfg.optim, model)
-    assert optimizer.defaults.get("fused", False) == (option != "rmsprop")
+    assert [group.get("fused", False) for group in optimizer.param_groups] == [option in FUSED] * 2
     model(torch.randn(2, 1, 8, 8, device="cuda")).sum().backward()
     optimizer.step()
 
 
 @pytest.mark.parametrize("option", OPTIMS)
 def test_every_optimizer_trains(option: str) -> None:
-    cfg = compose(f"optim={option}", "optim.no_decay_norm_bias=true")
-    validate(cfg)
+    cfg = composed(f"optim={option}", values={"optim.no_decay_norm_bias": True})
     model = every_kind_convnet()
     optimizer = create_optimizer(cfg.optim, model)
     gen = torch.Generator().manual_seed(0)
@@ -207,7 +219,40 @@ def test_every_optimizer_trains(option: str) -> None:
     (["optim=rmsprop", "optim.alpha=1.0"], "optim.alpha must be in [0, 1)"),
     (["optim=adam", "optim.betas=[0.9,1.0]"], "optim.betas must be two values in [0, 1)"),
     (["optim=adam", "optim.eps=0"], "optim.eps must be > 0"),
+    (["optim.layer_decay=0"], "optim.layer_decay must be in (0, 1] or null"),
+    (["optim=muon", "optim.scale_lr_with_batch=cubic"], "optim.scale_lr_with_batch must be null or linear or sqrt"),
 ])
 def test_out_of_range_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose(*overrides))
+
+
+@pytest.mark.parametrize(("rule", "factor"), [("linear", 4.0), ("sqrt", 2.0)])
+def test_scale_lr_with_batch_sets_the_runs_lr_and_what_follows_it(rule: str, factor: float) -> None:
+    """32 per process x 4 processes x 2 accumulated = 256 = 4 x base_batch_size: the lr x 4, or x sqrt(4); onecycle's
+    max_lr (${optim.lr}) follows."""
+    cfg = composed("optim=sgd", "scheduler=onecycle", values={
+        "optim.scale_lr_with_batch": rule, "optim.base_batch_size": 64, "data.batch_size": 32,
+        "trainer.accumulate_grad_batches": 2})
+    lr = cfg.optim.lr
+    line = scale_lr_with_batch(cfg, world_size=4)
+    assert cfg.optim.lr == pytest.approx(lr * factor)
+    assert OmegaConf.to_container(cfg.scheduler, resolve=True)["max_lr"] == pytest.approx(lr * factor)
+    assert line == f"optim.lr {lr:g} scaled {rule} to the global batch 256 (base_batch_size 64): x {factor:g} = " \
+                   f"{lr * factor:g}"
+
+
+def test_without_scale_lr_with_batch_the_lr_stays() -> None:
+    cfg = composed("optim=sgd", values={"optim.base_batch_size": 1})
+    lr = cfg.optim.lr
+    assert scale_lr_with_batch(cfg, world_size=8) is None and cfg.optim.lr == lr
+
+
+@pytest.mark.slow
+def test_a_run_trains_at_the_scaled_lr_and_says_so(tmp_path) -> None:
+    result = run_cli_in_process("debug=fast_dev_run", "optim=adamw", "optim.lr=0.003", "scheduler=none",
+                                "optim.scale_lr_with_batch=linear", "optim.base_batch_size=32", "data.batch_size=64",
+                                f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "optim.lr 0.003 scaled linear to the global batch 64 (base_batch_size 32): x 2 = 0.006" in result.stdout
+    assert "adamw lr 0.006" in result.stdout

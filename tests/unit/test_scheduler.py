@@ -1,19 +1,26 @@
-"""LR schedules: each option's learning rate, batch by batch over a short run, equals its closed form."""
+"""LR schedules: each option's learning rate, batch by batch over a short run, equals its closed form; so does each
+behind a linear warm-up (scheduler.warmup_epochs / warmup_steps)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 from collections.abc import Callable
 
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
 from torch import nn
 
-from tests.conftest import CONFIGS, compose, cos_anneal, onecycle
-from trainer.errors import ConfigError
+from tests.conftest import CONFIGS, compose, composed, cos_anneal, onecycle
+from trainer.errors import CheckpointError, ConfigError
 from trainer.schema import validate
 from trainer.training.optim import Scheduler, WarmupCosine, create_optimizer, create_scheduler
+from trainer.training.resume_config import check_resume_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: one thread is the fastest
 
 SCHEDULERS = sorted(path.stem for path in (CONFIGS / "scheduler").glob("*.yaml"))
 EPOCHS, STEPS = 6, 5  # a short run: 6 epochs of 5 batches
@@ -21,9 +28,11 @@ LR = 0.1
 
 
 def build(scheduler: str, *overrides: str, epochs: int = EPOCHS, steps: int = STEPS):
-    cfg = compose(f"scheduler={scheduler}", "optim=sgd", f"optim.lr={LR}", f"trainer.max_epochs={epochs}",
-                  *overrides)
-    validate(cfg)
+    """`scheduler=SCHEDULER` with `overrides` (KEY=VALUE, valid ones: they are set on a config composed once per
+    scheduler) over an SGD at LR: its config, optimizer and Scheduler for `epochs` x `steps` batches."""
+    values = {key: yaml.safe_load(value) for key, value in (override.split("=", 1) for override in overrides)}
+    cfg = composed(f"scheduler={scheduler}", "optim=sgd",
+                   values={"optim.lr": LR, "trainer.max_epochs": epochs, **values})
     model = nn.Linear(2, 1)
     optimizer = create_optimizer(cfg.optim, model)
     return cfg, optimizer, create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=steps, max_epochs=epochs)
@@ -106,8 +115,8 @@ def test_onecycle_total_steps_can_be_fixed() -> None:
 
 @pytest.mark.parametrize(("overrides", "warmup", "floor"), [
     ([], STEPS, 0.0),  # the default: 1 epoch
-    (["scheduler.warmup=2", "scheduler.warmup_unit=epochs"], 2 * STEPS, 0.0),
-    (["scheduler.warmup=7", "scheduler.warmup_unit=steps", "scheduler.min_lr_ratio=0.1"], 7, 0.1),
+    (["scheduler.warmup_epochs=2"], 2 * STEPS, 0.0),
+    (["scheduler.warmup_epochs=0", "scheduler.warmup_steps=7", "scheduler.min_lr_ratio=0.1"], 7, 0.1),
 ])
 def test_warmup_cosine_ramps_then_anneals(overrides: list[str], warmup: int, floor: float) -> None:
     _, optimizer, schedule = build("warmup_cosine", *overrides)
@@ -156,7 +165,9 @@ def test_an_interval_that_breaks_the_schedule_is_refused(scheduler: str, interva
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be >= 1"),
     (["scheduler=multistep", "scheduler.milestones=[4,2]"], "scheduler.milestones must be increasing"),
     (["scheduler=onecycle", "scheduler.pct_start=1.0"], "scheduler.pct_start must be in (0, 1)"),
-    (["scheduler=warmup_cosine", "scheduler.warmup_unit=days"], "scheduler.warmup_unit must be steps or epochs"),
+    (["scheduler=warmup_cosine", "scheduler.warmup_steps=100"],
+     "scheduler.warmup_steps and warmup_epochs are both set (100 and 1): keep one, set the other to 0"),
+    (["scheduler=cosine", "scheduler.warmup_steps=-1"], "scheduler.warmup_steps must be >= 0"),
     (["scheduler=warmup_cosine", "scheduler.min_lr_ratio=2"], "scheduler.min_lr_ratio must be in [0, 1]"),
     (["scheduler=plateau", "scheduler.factor=1.0"], "scheduler.factor must be in (0, 1)"),
 ])
@@ -190,23 +201,119 @@ def test_onecycle_holds_its_last_lr_past_the_end() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(final)  # what the loop logs after the last batch
 
 
+# ---- a linear warm-up in front of any schedule
+
+def ramp(t: int, steps: int, target: float = LR) -> float:
+    return target * (t + 1) / steps
+
+
+@pytest.mark.parametrize(("scheduler", "overrides", "expected"), [
+    ("none", ["scheduler.interval=step", "scheduler.warmup_steps=4"], lambda t: ramp(t, 4) if t < 4 else LR),
+    # per epoch, warmed up over 2 epochs: cosine over the 4 epochs left, from epoch 2
+    ("cosine", ["scheduler.warmup_epochs=2"],
+     lambda t: ramp(t, 2 * STEPS) if t < 2 * STEPS else cos_anneal(LR, 0.0, (t // STEPS - 2) / 4)),
+    # 7 steps end mid-epoch 1: optim.lr until the cosine starts with epoch 2
+    ("cosine", ["scheduler.warmup_steps=7"],
+     lambda t: ramp(t, 7) if t < 7 else cos_anneal(LR, 0.0, max(0, t // STEPS - 2) / 4)),
+    ("step", ["scheduler.warmup_epochs=1"],  # step_size 3 counts the epochs after the warm-up
+     lambda t: ramp(t, STEPS) if t < STEPS else LR * 0.1 ** ((t // STEPS - 1) // 3)),
+    ("onecycle", ["scheduler.warmup_steps=5"],  # up to onecycle's start, then its cycle over the 25 steps left
+     lambda t: ramp(t, 5, LR / 25) if t < 5 else onecycle(t - 5, T - 5, LR)),
+    ("warmup_cosine", ["scheduler.warmup_epochs=0", "scheduler.warmup_steps=3"],
+     lambda t: warmup_then_cosine(t, warmup=3, total=T)),
+])
+def test_a_warmup_ramps_per_step_then_the_schedule_runs_the_rest(scheduler: str, overrides: list[str],
+                                                                 expected: Callable[[int], float]) -> None:
+    _, optimizer, schedule = build(scheduler, *overrides)
+    assert lr_curve(optimizer, schedule) == pytest.approx([expected(t) for t in range(T)])
+
+
+def test_plateau_judges_only_the_epochs_after_the_warmup() -> None:
+    """The warm-up's epochs (a low loss here) are not the plateau's: it cuts only after 2 stalled epochs of its own."""
+    _, optimizer, schedule = build("plateau", "scheduler.warmup_epochs=2", "scheduler.patience=1",
+                                   "scheduler.factor=0.5")
+    lrs = lr_curve(optimizer, schedule, val_losses=[0.5, 0.5, 1.0, 1.0, 1.0, 1.0])
+    assert lrs[:2 * STEPS] == pytest.approx([ramp(t, 2 * STEPS) for t in range(2 * STEPS)])
+    assert lrs[2 * STEPS::STEPS] == pytest.approx([LR, LR, LR, LR / 2])
+
+
+@pytest.mark.parametrize("warmup", ["scheduler.warmup_steps=2", "scheduler.warmup_epochs=1"])
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-def test_a_resumed_schedule_continues_where_it_stopped(scheduler: str) -> None:
-    """Stop after 2 epochs, restore as trainer.training.train does (create_scheduler, then the optimizer's and the
-    scheduler's states, through a weights-only checkpoint), finish: the same lrs as an uninterrupted run."""
-    _, optimizer, schedule = build(scheduler)
+def test_every_schedule_trains_behind_a_warmup(scheduler: str, warmup: str) -> None:
+    cfg, optimizer, schedule = build(scheduler, "scheduler.warmup_epochs=0", warmup, epochs=2, steps=3)
+    model_weight = optimizer.param_groups[0]["params"][0]
+    before = model_weight.detach().clone()
+    model_weight.grad = torch.ones_like(model_weight)
+    lrs = lr_curve(optimizer, schedule, epochs=2, steps=3)
+    assert lrs[0] == pytest.approx(lrs[1] / 2) and 0 < lrs[0]  # the ramp's first two steps: 1/N, 2/N
+    assert not torch.equal(before, model_weight) and all(lr > 0 for lr in lrs)
+
+
+@pytest.mark.parametrize("warmup", [[], ["scheduler.warmup_epochs=0", "scheduler.warmup_steps=7"],
+                                    ["scheduler.warmup_epochs=3"]])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_a_resumed_schedule_continues_where_it_stopped(scheduler: str, warmup: list[str]) -> None:
+    """Stop after 2 epochs (within a 3-epoch warm-up, or past a 7-step one), restore as trainer.training.train does
+    (create_scheduler, then the optimizer's and the scheduler's states, through a weights-only checkpoint), finish:
+    the same lrs as an uninterrupted run."""
+    _, optimizer, schedule = build(scheduler, *warmup)
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]
     full = lr_curve(optimizer, schedule, val_losses=losses)
 
-    _, optimizer, schedule = build(scheduler)
+    _, optimizer, schedule = build(scheduler, *warmup)
     first = lr_curve(optimizer, schedule, epochs=2, val_losses=losses)
     buffer = io.BytesIO()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict()}, buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
 
-    _, optimizer, schedule = build(scheduler)
+    _, optimizer, schedule = build(scheduler, *warmup)
     optimizer.load_state_dict(checkpoint["optimizer"])
     schedule.load_state_dict(checkpoint["scheduler"])
     rest = lr_curve(optimizer, schedule, val_losses=losses, start_epoch=2)
     assert first + rest == pytest.approx(full)
+
+
+def test_a_warmup_cosine_checkpoint_from_before_the_warmup_keys_resumes_its_course() -> None:
+    """Such a checkpoint holds one LambdaLR whose factor ramps itself (then `warmup: 1, warmup_unit: epochs`):
+    restored into today's warmup_cosine (warmup_epochs 1), the run goes on as it would have."""
+    optimizer = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=LR)
+    old = Scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(STEPS, T)), "step")
+    for _ in range(3):  # stopped within the warm-up
+        optimizer.step()
+        old.step_batch()
+    saved = {"optimizer": optimizer.state_dict(), "scheduler": old.scheduler.state_dict()}
+
+    _, optimizer, schedule = build("warmup_cosine")
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["scheduler"])
+    rest = lr_curve(optimizer, schedule, epochs=1, steps=T - 3)
+    assert rest == pytest.approx([warmup_then_cosine(t, warmup=STEPS, total=T) for t in range(3, T)])
+
+
+@pytest.mark.parametrize(("warmup", "refused"), [(1, False), (2, True)])
+def test_a_config_from_before_the_warmup_keys_resumes_as_what_it_meant(warmup: int, refused: bool) -> None:
+    """A checkpoint's config without the warm-up and per-group lr keys, its warmup_cosine warm-up in `warmup` +
+    `warmup_unit`: the same run as today's warmup_cosine (warmup_epochs 1) resumes; another warm-up is refused."""
+    wanted = OmegaConf.to_container(composed("scheduler=warmup_cosine"), resolve=True)
+    saved = copy.deepcopy(wanted)
+    for key in ("layer_decay", "head_lr_mult", "scale_lr_with_batch", "base_batch_size"):
+        del saved["optim"][key]
+    for key in ("warmup_epochs", "warmup_steps"):
+        del saved["scheduler"][key]
+    saved["scheduler"] |= {"warmup": warmup, "warmup_unit": "epochs", "steps_per_epoch": None}
+    checkpoint = {"config": saved, "epoch": 1, "world_size": 1, "state": {"epoch": 1, "batch_in_epoch": 0}}
+    if not refused:
+        check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
+        return
+    with pytest.raises(CheckpointError, match=r"\(scheduler\.warmup_epochs: checkpoint 2 vs requested 1\)"):
+        check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
+
+
+def test_an_extended_schedule_has_no_warmup() -> None:
+    """trainer.extend_schedule rebuilds the schedule over the added epochs from optim.lr: the weights are past a
+    warm-up, so there is none (cosine: T_max 2 over epochs 5 and 6)."""
+    cfg, optimizer, _ = build("cosine", "scheduler.warmup_epochs=2")
+    schedule = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=STEPS, max_epochs=EPOCHS, start_epoch=4)
+    lrs = lr_curve(optimizer, schedule, start_epoch=4)
+    assert lrs[::STEPS] == pytest.approx([LR, cos_anneal(LR, 0.0, 1 / 2)]) and lrs[:STEPS] == [LR] * STEPS

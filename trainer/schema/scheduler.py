@@ -11,7 +11,6 @@ from omegaconf import MISSING, SI
 from trainer.schema.checks import require
 
 INTERVALS = ("epoch", "step")
-WARMUP_UNITS = ("steps", "epochs")
 
 
 @dataclass
@@ -20,15 +19,27 @@ class SchedulerConfig:
 
     `intervals` (a class constant, not a config key) lists the intervals at which the schedule means what its
     keys say: an epoch-counting schedule stepped per batch would run through its whole course in one epoch.
+
+    `warmup_epochs` or `warmup_steps` (at most one) puts a linear warm-up in front of any schedule, ramped after
+    every optimizer step from 1/N of the schedule's starting lr up to it; the schedule then runs the rest of the
+    run (a cosine T_max that follows trainer.max_epochs and a null total_steps shrink by the warm-up). A per-epoch
+    schedule starts at the first whole epoch after the warm-up; its epochs (step_size, milestones) count from there.
     """
 
     intervals: ClassVar[tuple[str, ...]] = INTERVALS
     _target_: str = MISSING
     _partial_: bool = True
     interval: str = "epoch"
+    warmup_epochs: int = 0  # a linear warm-up over the first N epochs, stepped per batch
+    warmup_steps: int = 0  # or over the first N optimizer steps
 
     def __post_init__(self) -> None:
         require(self.interval in self.intervals, "interval", " or ".join(self.intervals), self.interval)
+        require(self.warmup_epochs >= 0, "warmup_epochs", ">= 0", self.warmup_epochs)
+        require(self.warmup_steps >= 0, "warmup_steps", ">= 0", self.warmup_steps)
+        if self.warmup_epochs and self.warmup_steps:
+            raise ValueError(f"warmup_steps and warmup_epochs are both set ({self.warmup_steps} and "
+                             f"{self.warmup_epochs}): keep one, set the other to 0")
 
 
 @dataclass
@@ -91,7 +102,8 @@ class CosineSchedulerConfig(SchedulerConfig):
 class OneCycleSchedulerConfig(SchedulerConfig):
     """`scheduler=onecycle`: warm up to `max_lr`, then anneal far below the start, once over the run, per batch.
 
-    `total_steps: null` is the run's length: batches per epoch (after limit_train_batches) x max_epochs.
+    `total_steps: null` is the run's length: batches per epoch (after limit_train_batches) x max_epochs (less a
+    warm-up). With per-group lrs (optim.layer_decay, head_lr_mult) each group peaks at max_lr x its lr scale.
     """
 
     intervals: ClassVar[tuple[str, ...]] = ("step",)  # step only
@@ -122,29 +134,23 @@ class OneCycleSchedulerConfig(SchedulerConfig):
 
 @dataclass
 class WarmupCosineSchedulerConfig(SchedulerConfig):
-    """`scheduler=warmup_cosine`: linear warmup over `warmup` steps or epochs, then cosine down to
-    `min_lr_ratio` x optim.lr at the end of the run; stepped per batch.
+    """`scheduler=warmup_cosine`: a linear warm-up (1 epoch unless `warmup_epochs`/`warmup_steps` say otherwise),
+    then cosine from optim.lr down to `min_lr_ratio` x optim.lr at the end of the run; stepped per batch.
 
-    `total_steps` and `steps_per_epoch` left null are taken from the run (the loader and trainer.max_epochs).
+    `total_steps` left null is the run's length after the warm-up (the loader's batches x trainer.max_epochs).
     """
 
     intervals: ClassVar[tuple[str, ...]] = ("step",)  # step only
     _target_: str = "trainer.training.optim.warmup_cosine"
     interval: str = "step"
-    warmup: int = 1
-    warmup_unit: str = "epochs"  # steps | epochs (converted with the batches per epoch)
+    warmup_epochs: int = 1
     min_lr_ratio: float = 0.0
-    total_steps: int | None = None  # null: the run's length, batches per epoch x max_epochs
-    steps_per_epoch: int | None = None  # null: the train loader's length (honouring limit_train_batches)
+    total_steps: int | None = None  # null: the run's length after the warm-up
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.warmup >= 0, "warmup", ">= 0", self.warmup)
-        require(self.warmup_unit in WARMUP_UNITS, "warmup_unit", " or ".join(WARMUP_UNITS), self.warmup_unit)
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
-        for key in ("total_steps", "steps_per_epoch"):
-            value = getattr(self, key)
-            require(value is None or value >= 1, key, ">= 1 or null", value)
+        require(self.total_steps is None or self.total_steps >= 1, "total_steps", ">= 1 or null", self.total_steps)
 
 
 @dataclass

@@ -114,7 +114,8 @@ def extends_schedule(checkpoint: dict, wanted: dict) -> bool:
 
 def check_resume_config(checkpoint: dict, wanted: dict, path: str | Path, world_size: int) -> None:
     """Refuse a resume whose config (resolved) would change the model, or the run's batches or lr schedule."""
-    saved, state = with_legacy_data(checkpoint["config"], wanted, path), checkpoint.get("state") or {}
+    saved = with_legacy_optimisation(with_legacy_data(checkpoint["config"], wanted, path), wanted)
+    state = checkpoint.get("state") or {}
     check_selection(checkpoint, wanted, path)
     check_model_config(architecture(saved), architecture(wanted), path)
     check_freezing(saved, wanted, path)
@@ -185,3 +186,24 @@ def with_legacy_data(saved: dict, wanted: dict, path: str | Path) -> dict:
                               "a resume would train and validate on other images; start a new run")
     filled = {key: value for key, value in LEGACY_DATA.items() if key in wanted["data"] and key not in data}
     return {**saved, "data": {**data, **filled}}
+
+
+# The optim and scheduler keys that came with per-group lrs, lr scaling and warm-ups, and what a config saved before
+# them meant. scheduler=warmup_cosine then said its warm-up as `warmup` + `warmup_unit` (and its schedule's saved
+# state carries that warm-up, so it resumes as it would have run).
+LEGACY_OPTIM = {"layer_decay": None, "head_lr_mult": None, "scale_lr_with_batch": None, "base_batch_size": 256}
+LEGACY_SCHEDULER = {"warmup_epochs": 0, "warmup_steps": 0}
+
+
+def with_legacy_optimisation(saved: dict, wanted: dict) -> dict:
+    """`saved` with the optim and scheduler keys a checkpoint from before them lacks, as they behaved then."""
+    optim, scheduler = dict(saved.get("optim") or {}), dict(saved.get("scheduler") or {})
+    if "warmup_unit" in scheduler and scheduler.get("steps_per_epoch") is None:
+        amount, unit = scheduler.pop("warmup"), scheduler.pop("warmup_unit")
+        scheduler.pop("steps_per_epoch", None)
+        scheduler |= {"warmup_epochs": amount if unit == "epochs" else 0, "warmup_steps": amount if unit == "steps"
+                      else 0}
+    for section, legacy, group in ((optim, LEGACY_OPTIM, "optim"), (scheduler, LEGACY_SCHEDULER, "scheduler")):
+        section |= {key: value for key, value in legacy.items() if key in (wanted.get(group) or {})
+                    and key not in section}
+    return {**saved, "optim": optim, "scheduler": scheduler}

@@ -38,6 +38,7 @@ from trainer.training.freeze import check_freeze_options, unfreeze_hooks
 from trainer.training.hooks import EpochEvent, Hooks
 from trainer.training.loop import NonFiniteLoss, validate
 from trainer.training.metrics import EpochStats, RunningStats
+from trainer.training.optim import scale_lr_with_batch
 from trainer.training.preemption import StopOnSignal, StopSignals
 from trainer.training.resume_config import check_resume_config
 from trainer.training.runtime import is_compile_error
@@ -80,6 +81,9 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
             console.tree(tree)
     checkpoint = load_checkpoint(resume_path) if resume_path else None
     apply_regularization_to_model(cfg)
+    scaled_lr = scale_lr_with_batch(cfg, ctx.world_size)  # optim.scale_lr_with_batch: before anything reads optim.lr
+    if scaled_lr:
+        console.info(scaled_lr)
     if checkpoint is not None:
         check_resume_config(checkpoint, OmegaConf.to_container(cfg, resolve=True), resume_path, ctx.world_size)
 
