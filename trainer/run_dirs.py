@@ -27,7 +27,8 @@ from pathlib import Path
 from trainer.errors import ConfigError, OutputError
 
 RUN_FILES = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "summary.json")  # a training run's
-MODE_FILES = ("eval.json", "predictions.csv", "export.json", "model_summary.json", "lr_find.json")  # the other modes' results
+# the other modes' results
+MODE_FILES = ("eval.json", "predictions.csv", "export.json", "model_summary.json", "lr_find.json")
 SWEEP_FILES = ("multirun.yaml", "sweep_summary.csv", "optimization_results.yaml")
 LOCK_NAME = ".lock"
 BOOKKEEPING = frozenset({".hydra", "train.log", LOCK_NAME, "config_tree.txt", "multirun.yaml"})

@@ -17,6 +17,7 @@ from trainer.training.optim import (
     create_optimizer,
     fast_kernel_kwargs,
     load_optimizer_state,
+    lr_batch_factor,
     scale_lr_with_batch,
 )
 from trainer.training.param_groups import parameter_groups
@@ -235,6 +236,7 @@ def test_scale_lr_with_batch_sets_the_runs_lr_and_what_follows_it(rule: str, fac
         "optim.scale_lr_with_batch": rule, "optim.base_batch_size": 64, "data.batch_size": 32,
         "trainer.accumulate_grad_batches": 2})
     lr = cfg.optim.lr
+    assert lr_batch_factor(cfg, world_size=4) == pytest.approx(factor)  # lr_find's override divides by it
     line = scale_lr_with_batch(cfg, world_size=4)
     assert cfg.optim.lr == pytest.approx(lr * factor)
     assert OmegaConf.to_container(cfg.scheduler, resolve=True)["max_lr"] == pytest.approx(lr * factor)
@@ -246,6 +248,7 @@ def test_without_scale_lr_with_batch_the_lr_stays() -> None:
     cfg = composed("optim=sgd", values={"optim.base_batch_size": 1})
     lr = cfg.optim.lr
     assert scale_lr_with_batch(cfg, world_size=8) is None and cfg.optim.lr == lr
+    assert lr_batch_factor(cfg, world_size=8) == 1.0
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from trainer.reporting.console import RunConsole
 from trainer.reporting.run_files import write_json
 from trainer.training.loop import Batches, NonFiniteLoss, train_epoch
 from trainer.training.metrics import RunningStats
-from trainer.training.optim import Scheduler, create_optimizer
+from trainer.training.optim import Scheduler, create_optimizer, lr_batch_factor
 from trainer.training.runtime import is_compile_error
 from trainer.training.setup import RunSetup, build_run
 
@@ -207,6 +207,8 @@ def lr_find(cfg: DictConfig, run_dir: Path) -> float | None:
         console.info(f"no suggestion: only {len(curve.lrs)} steps before the loss diverged; lower lr_find.min_lr "
                      "or raise lr_find.early_stop_threshold")
     else:
-        console.info(f"suggested lr {suggestion:.1e}: {training_command(task_overrides(), suggestion)}")
+        # with optim.scale_lr_with_batch, training scales the optim.lr it is given: the override is the unscaled lr
+        override = suggestion / lr_batch_factor(cfg)
+        console.info(f"suggested lr {suggestion:.1e}: {training_command(task_overrides(), override)}")
     console.info(f"wrote {run_dir / 'lr_find.json'} and {run_dir / 'lr_find.png'}")
     return suggestion

@@ -71,6 +71,17 @@ def create_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer
     return factory(groups, **fast_kernel_kwargs(factory.func, params))
 
 
+def global_batch_size(cfg: DictConfig, world_size: int) -> int:
+    """Samples per optimizer step over every process: data.batch_size x processes x accumulated batches."""
+    return cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches
+
+
+def lr_batch_factor(cfg: DictConfig, world_size: int = 1) -> float:
+    """What `optim.scale_lr_with_batch` multiplies optim.lr by for the run's global batch (1 without scaling)."""
+    rule, ratio = cfg.optim.get("scale_lr_with_batch"), global_batch_size(cfg, world_size) / cfg.optim.base_batch_size
+    return 1.0 if not rule else ratio if rule == "linear" else math.sqrt(ratio)
+
+
 def scale_lr_with_batch(cfg: DictConfig, world_size: int) -> str | None:
     """With `optim.scale_lr_with_batch`, set the run's `optim.lr` to the lr for its global batch (data.batch_size
     x processes x trainer.accumulate_grad_batches): optim.lr x global/base_batch_size (linear) or its square root
@@ -79,8 +90,8 @@ def scale_lr_with_batch(cfg: DictConfig, world_size: int) -> str | None:
     rule = cfg.optim.get("scale_lr_with_batch")
     if not rule:
         return None
-    batch, base = cfg.data.batch_size * world_size * cfg.trainer.accumulate_grad_batches, cfg.optim.base_batch_size
-    factor = batch / base if rule == "linear" else math.sqrt(batch / base)
+    batch, base = global_batch_size(cfg, world_size), cfg.optim.base_batch_size
+    factor = lr_batch_factor(cfg, world_size)
     lr = cfg.optim.lr * factor
     line = (f"optim.lr {cfg.optim.lr:g} scaled {rule} to the global batch {batch} (base_batch_size {base}): "
             f"x {factor:g} = {lr:g}")

@@ -38,7 +38,7 @@ from trainer.training.freeze import check_freeze_options, unfreeze_hooks
 from trainer.training.hooks import EpochEvent, Hooks
 from trainer.training.loop import NonFiniteLoss, validate
 from trainer.training.metrics import EpochStats, RunningStats
-from trainer.training.optim import scale_lr_with_batch
+from trainer.training.optim import global_batch_size, scale_lr_with_batch
 from trainer.training.preemption import StopOnSignal, StopSignals
 from trainer.training.resume_config import check_resume_config
 from trainer.training.runtime import is_compile_error
@@ -228,7 +228,7 @@ def position(state: TrainState) -> str:
 
 def global_batch(run: RunSetup) -> int:
     """Samples per optimizer step over every process."""
-    return run.datamodule.batch_size * run.ctx.world_size * run.cfg.trainer.accumulate_grad_batches
+    return global_batch_size(run.cfg, run.ctx.world_size)
 
 
 def describe_run(run: RunSetup, state: TrainState, run_dir: Path) -> dict[str, str]:
