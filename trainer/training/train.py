@@ -238,8 +238,9 @@ def describe_run(run: RunSetup, state: TrainState, run_dir: Path) -> dict[str, s
              f"batch {data.batch_size} per process x {ctx.world_size} process(es) x "
              f"{tcfg.accumulate_grad_batches} accumulated = {global_batch(run)}")
     precision = run.precision.name
+    name = f" {cfg.model.name}" if "name" in cfg.model else ""  # the architecture of model=timm|torchvision
     return {
-        "model": f"{option_name('model', cfg.model._target_)} ({count_parameters(run.model):,} parameters)",
+        "model": f"{option_name('model', cfg.model._target_)}{name} ({count_parameters(run.model):,} parameters)",
         "data": f"{option_name('data', cfg.data._target_)}: {len(data.train_set):,} train / "
                 f"{len(data.val_set):,} val" + (f" / {len(data.test_set):,} test" if data.test_set else "")
                 + f", {batch}",
