@@ -76,3 +76,13 @@ def test_a_failed_export_leaves_the_run_dir_as_it_was(digits_ckpt: Path, tmp_pat
     with pytest.raises(ExportError):
         export(cfg, existing)
     assert tree_digest(existing) == before and sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+    def broken_program(*args, **kwargs):  # reloads, then fails on the sample batch
+        def run(*inputs):
+            raise RuntimeError("shape mismatch in the exported graph")
+        return run
+
+    monkeypatch.setattr(torch.jit, "load", broken_program)
+    with pytest.raises(ExportError, match="failed for .*: RuntimeError: shape mismatch in the exported graph"):
+        export(cfg, tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]

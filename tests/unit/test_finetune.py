@@ -22,7 +22,7 @@ from trainer.training.freeze import Unfreeze, check_freeze_options, freeze
 from trainer.training.hooks import Hooks
 from trainer.training.init_from import adapt_input_conv, init_from, start_model
 from trainer.training.preemption import StopSignals
-from trainer.training.resume_config import check_resume_config
+from trainer.training.resume_config import architecture, check_resume_config
 
 CPU = torch.device("cpu")
 HEAD = ["head.2.weight", "head.2.bias"]
@@ -93,6 +93,19 @@ def test_a_first_conv_for_other_input_channels_is_adapted_as_timm_does(old: int,
                               atol=1e-5)
 
 
+def test_only_the_first_conv_is_adapted_a_later_conv_of_another_width_is_reinitialised(tmp_path: Path) -> None:
+    """widths [4, 8] -> [6, 8]: the second block's conv (4 -> 6 inputs) differs in dim 1 alone, like an input conv,
+    but is no input conv: it keeps its fresh initialisation (and so does the first conv, 4 -> 6 outputs)."""
+    save_checkpoint(cnn(seed=1).state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(2)
+    model = build_model({"_target_": "trainer.models.simple_cnn.SimpleCNN", "in_channels": 3, "num_classes": 10,
+                         "widths": [6, 8], "act": "relu", "norm": "batch", "dropout": 0.0, "spatial_dropout": 0.0})
+    fresh = model.state_dict()["features.2.0.weight"].clone()
+    report = init_from(model, tmp_path / "w.pt")
+    assert not report.adapted and "features.2.0.weight" in report.reinitialised
+    assert torch.equal(model.state_dict()["features.2.0.weight"], fresh)
+
+
 def test_adapting_to_other_counts_repeats_and_rescales_the_channels() -> None:
     weight = torch.randn(4, 3, 3, 3)
     adapted = adapt_input_conv(weight, 5)
@@ -157,14 +170,18 @@ def test_an_unknown_freeze_prefix_lists_the_models_modules() -> None:
         freeze(cnn(), ["features.01"])
 
 
-def test_unfreeze_at_epoch_needs_freeze_and_a_single_process() -> None:
-    cfg = OmegaConf.create({"trainer": {"unfreeze_at_epoch": 1}, "model": {"freeze": []}})
+def test_unfreeze_at_epoch_needs_freeze_and_a_single_process(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = OmegaConf.create({"trainer": {"unfreeze_at_epoch": 1, "max_epochs": 2}, "model": {"freeze": []}})
     with pytest.raises(ConfigError, match="needs model.freeze"):
         check_freeze_options(cfg, Distributed())
     cfg.model.freeze = [FROZEN]
     check_freeze_options(cfg, Distributed())
+    assert "does not lift" not in caplog.text
     with pytest.raises(ConfigError, match="not supported under torchrun"):
         check_freeze_options(cfg, Distributed(world_size=2))
+    cfg.trainer.max_epochs = 1  # allowed (a resume may extend the run), but said
+    check_freeze_options(cfg, Distributed())
+    assert "the freeze does not lift in a run of trainer.max_epochs=1" in caplog.text
 
 
 @pytest.mark.parametrize(("epoch", "batch", "trains"), [(0, 0, False), (0, 3, False), (1, 0, True), (1, 2, True),
@@ -246,3 +263,11 @@ def test_a_run_resumed_after_the_unfreeze_epoch_matches_the_uninterrupted_run(tm
     weights = [torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)["model"]
                for run in ("whole", "cut")]
     assert all(torch.equal(value, weights[1][key]) for key, value in weights[0].items())
+
+
+def test_a_resume_compares_the_architecture_not_where_its_first_weights_came_from() -> None:
+    """A resumed run takes its checkpoint's weights: init_from and a timm pretrained_file (moved since, or
+    dropped from the command line) are not part of what must match."""
+    model = {"_target_": "trainer.models.timm_model.build", "name": "resnet10t", "init_from": "/a.pt",
+             "pretrained_file": "/old/w.pth", "freeze": []}
+    assert architecture({"model": model}) == {"_target_": "trainer.models.timm_model.build", "name": "resnet10t"}

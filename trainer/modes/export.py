@@ -51,13 +51,13 @@ def export(cfg: DictConfig, run_dir: Path) -> Path:
                          generator=torch.Generator().manual_seed(cfg.seed))
     name = FILE_NAMES[fmt]
     with staged_into(run_dir) as staging:
-        try:
+        try:  # the export, and running what it wrote
             runner = EXPORTERS[fmt](loaded.model, sample, staging / name)
+            diff, dynamic = compare_with_eager(runner, loaded.model, sample)
         except Exception as err:  # the library's reason in one line (HYDRA_FULL_ERROR=1 shows its traceback)
             others = ", ".join(f for f in FILE_NAMES if f != fmt)
             raise ExportError(f"export.format={fmt} failed for {cfg.ckpt}: {described(err)}; another format may "
                               f"work ({others})") from err
-        diff, dynamic = compare_with_eager(runner, loaded.model, sample)
         result = deployment_info(cfg, loaded, fmt, name, list(sample.shape), diff, dynamic)
         write_json(staging / INFO_NAME, result)
     console.table("export", {**result, "classes": f"{len(loaded.classes)} ({', '.join(loaded.classes[:5])}"

@@ -9,6 +9,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from trainer.errors import ConfigError
 from trainer.training.hooks import Hook
+
+log = logging.getLogger("trainer")
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -88,13 +91,17 @@ def unfreeze(model: nn.Module, prefixes: list[str]) -> None:
 
 def check_freeze_options(cfg: DictConfig, ctx: Distributed) -> None:
     """Refuse, before anything is built, a trainer.unfreeze_at_epoch without model.freeze, or under torchrun
-    (DDP keeps to the parameters that were trainable when it wrapped the model)."""
+    (DDP keeps to the parameters that were trainable when it wrapped the model); warn when it is at or past the
+    last epoch."""
     at = cfg.trainer.get("unfreeze_at_epoch")
     if at is None:
         return
     if not cfg.model.get("freeze"):
         raise ConfigError(f"trainer.unfreeze_at_epoch={at} needs model.freeze (the module-name prefixes to train "
                           "only from that epoch on), e.g. model.freeze=[features.0]")
+    if at >= cfg.trainer.max_epochs:  # a warning, not an error: a later resume may extend trainer.max_epochs
+        log.warning("trainer.unfreeze_at_epoch=%d: the freeze does not lift in a run of trainer.max_epochs=%d",
+                    at, cfg.trainer.max_epochs)
     if ctx.enabled:
         raise ConfigError(f"trainer.unfreeze_at_epoch={at} is not supported under torchrun (DDP syncs only the "
                           "parameters trainable when the run starts); freeze for the whole run, or run one process")

@@ -115,8 +115,8 @@ def strip_prefixes(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def is_input_conv(saved: torch.Size, own: torch.Size) -> bool:
-    """Whether a saved tensor is a conv weight made for another number of input channels: 4-D, its shape
-    differing from the model's in dim 1 alone."""
+    """Whether a saved first-conv weight was made for another number of input channels: 4-D, its shape
+    differing from the model's in dim 1 alone (a later conv of another width is re-initialised instead)."""
     return len(saved) == len(own) == 4 and saved[1] != own[1] and saved[:1] + saved[2:] == own[:1] + own[2:]
 
 
@@ -142,7 +142,7 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
 
     A missing file is a ConfigError; a file that does not read, or none of whose tensors fit, a CheckpointError.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         kind = "a directory, not a weights file" if path.is_dir() else "not found"
         raise ConfigError(f"{KEY}={path}: {kind} (a local checkpoint, .pt/.pth state_dict or .safetensors "
@@ -150,6 +150,7 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     weights, source = state_dict_of(read_payload(path), path)
     report = InitReport(str(path), source)
     own = model.state_dict()
+    first_conv = next((key for key, tensor in own.items() if tensor.ndim == 4), None)  # the only one adapted
     merged: dict[str, torch.Tensor] = {}
     for key, mine in own.items():
         theirs = weights.get(key)
@@ -158,7 +159,7 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
         elif theirs.shape == mine.shape:
             merged[key] = theirs
             report.loaded.append(key)
-        elif is_input_conv(theirs.shape, mine.shape):
+        elif key == first_conv and is_input_conv(theirs.shape, mine.shape):
             merged[key] = adapt_input_conv(theirs, mine.shape[1])
             report.adapted.append(f"{key} ({theirs.shape[1]} -> {mine.shape[1]})")
         else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.errors import CheckpointError
-from trainer.schema.model import RUN_ONLY_KEYS
+from trainer.schema.model import RUN_ONLY_KEYS, WEIGHT_SOURCE_KEYS
 from trainer.schema.run import monitor_mode
 
 # Modules that have moved: a checkpoint made before names its `_target_`s by the old paths.
@@ -58,9 +58,10 @@ def check_model_config(saved: dict, wanted: dict, path: str | Path) -> None:
 
 
 def architecture(cfg: dict) -> dict:
-    """A run's model config less its RUN_ONLY_KEYS: a resume's weights are its checkpoint's, whatever
-    model.init_from says now; model.freeze is `check_freezing`'s."""
-    return {key: value for key, value in (cfg.get("model") or {}).items() if key not in RUN_ONLY_KEYS}
+    """A run's model config less its RUN_ONLY_KEYS and WEIGHT_SOURCE_KEYS: a resume's weights are its checkpoint's,
+    whatever model.init_from or a timm model.pretrained_file say now; model.freeze is `check_freezing`'s."""
+    ignored = (*RUN_ONLY_KEYS, *WEIGHT_SOURCE_KEYS)
+    return {key: value for key, value in (cfg.get("model") or {}).items() if key not in ignored}
 
 
 def check_freezing(saved: dict, wanted: dict, path: str | Path) -> None:
