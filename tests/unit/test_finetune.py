@@ -93,6 +93,24 @@ def test_a_first_conv_for_other_input_channels_is_adapted_as_timm_does(old: int,
                               atol=1e-5)
 
 
+def test_a_checkpoint_of_other_classes_gives_no_head_one_of_the_same_classes_does(tmp_path: Path) -> None:
+    """MNIST's ten digits are not CIFAR-10's ten classes: the shapes fit, but the classifier's rows would score the
+    wrong classes, so it starts fresh; the same class names load it."""
+    source = trained_state(cnn(seed=1))
+    digits = [f"{i} - digit" for i in range(10)]
+    save_checkpoint({"model": source, "config": {"model": {}}, "epoch": 3, "inference": {"classes": digits}},
+                    tmp_path / "mnist.pt")
+    model = cnn(seed=2)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    report = init_from(model, tmp_path / "mnist.pt", classes=[f"class {i}" for i in range(10)])
+    assert sorted(report.other_classes) == sorted(HEAD) and not report.reinitialised
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh[key] if key in HEAD else source[key]), key
+    assert "new head (the file's classes are not the data's): head.2" in report.lines()
+    same = init_from(cnn(seed=2), tmp_path / "mnist.pt", classes=digits)
+    assert not same.other_classes and set(HEAD) <= set(same.loaded)
+
+
 def test_only_the_first_conv_is_adapted_a_later_conv_of_another_width_is_reinitialised(tmp_path: Path) -> None:
     """widths [4, 8] -> [6, 8]: the second block's conv (4 -> 6 inputs) differs in dim 1 alone, like an input conv,
     but is no input conv: it keeps its fresh initialisation (and so does the first conv, 4 -> 6 outputs)."""
@@ -239,7 +257,8 @@ def test_a_cli_run_with_init_from_prints_what_it_loaded(tmp_path: Path) -> None:
         f"model.freeze=[{FROZEN}]", "trainer.max_epochs=1", "trainer.progress=plain", "logger=none",
         "trainer.device=cpu", "trainer.save_checkpoints=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr
-    assert "(a state_dict): 11 loaded, 1 adapted, 2 re-initialised, 0 missing, 0 unexpected" in result.stdout
+    counts = "11 loaded, 1 adapted, 2 re-initialised, 0 new head, 0 missing, 0 unexpected"
+    assert f"(a state_dict): {counts}" in result.stdout
     assert "re-initialised (shape differs): head.2.weight, head.2.bias" in result.stdout
     assert "adapted (input channels): features.0.0.weight (1 -> 3)" in result.stdout
     first_block = 4 * 3 * 3 * 3 + 2 * 4  # its bias-free 3x3 conv from 3 channels to 4, its BatchNorm weight and bias

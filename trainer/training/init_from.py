@@ -5,7 +5,9 @@ The file may be a checkpoint of this project (its `"model"` entry), a plain stat
 `_orig_mod.` prefix), or a `.safetensors` file. Every tensor whose key and shape fit the model is loaded; a first
 conv made for another number of input channels is adapted as timm's `adapt_input_conv` does (MNIST's 1-channel
 stem on 3-channel CIFAR-10); a tensor of another shape (a head for another num_classes) keeps the model's fresh
-initialisation. The optimizer, the lr schedule and the epoch count start afresh. Nothing is ever downloaded.
+initialisation. A checkpoint of this project names its classes: when they are not the data's (MNIST's digits for
+CIFAR-10's ten classes), its classifier is re-initialised too, as its rows would score the wrong classes. The
+optimizer, the lr schedule and the epoch count start afresh. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class InitReport:
     loaded: list[str] = field(default_factory=list)  # copied unchanged
     adapted: list[str] = field(default_factory=list)  # a first conv, its input channels adapted ("name (1 -> 3)")
     reinitialised: list[str] = field(default_factory=list)  # another shape in the file: fresh initialisation kept
+    other_classes: list[str] = field(default_factory=list)  # the classifier of a checkpoint of other classes: fresh
     missing: list[str] = field(default_factory=list)  # the model's tensors the file lacks: fresh initialisation kept
     unexpected: list[str] = field(default_factory=list)  # the file's tensors the model lacks: ignored
 
@@ -45,6 +48,7 @@ class InitReport:
         """The console block: the counts of each kind of key, then the names (truncated) of every kind but the
         loaded ones."""
         kinds = [("adapted", self.adapted, "input channels"), ("re-initialised", self.reinitialised, "shape differs"),
+                 ("new head", self.other_classes, "the file's classes are not the data's"),
                  ("missing", self.missing, "not in the file"), ("unexpected", self.unexpected, "ignored")]
         counts = ", ".join(f"{len(names)} {label}" for label, names, _ in [("loaded", self.loaded, ""), *kinds])
         text = [f"{KEY}={self.path} ({self.source}): {counts}"]
@@ -137,8 +141,23 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return adapted.to(dtype)
 
 
-def init_from(model: nn.Module, path: str | Path) -> InitReport:
-    """Load the file's weights into `model` where they fit (see the module docstring) and say what was done.
+def classifier_keys(model: nn.Module, num_classes: int) -> set[str]:
+    """The state_dict keys of the model's classifier: its last nn.Linear with `num_classes` outputs."""
+    heads = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module.out_features == num_classes]
+    return {f"{heads[-1]}.{name}" for name, _ in model.get_submodule(heads[-1]).named_parameters()} if heads else set()
+
+
+def saved_classes(payload: Any) -> list[str] | None:
+    """The class names a checkpoint of this project was trained on (its `inference` entry); None for other files."""
+    info = payload.get("inference") if isinstance(payload, dict) else None
+    classes = info.get("classes") if isinstance(info, dict) else None
+    return [str(c) for c in classes] if isinstance(classes, list) else None
+
+
+def init_from(model: nn.Module, path: str | Path, classes: list[str] | None = None) -> InitReport:
+    """Load the file's weights into `model` where they fit (see the module docstring) and say what was done;
+    `classes` are the data's class names (a checkpoint trained on others gets no say in the classifier).
 
     A missing file is a ConfigError; a file that does not read, or none of whose tensors fit, a CheckpointError.
     """
@@ -147,15 +166,20 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
         kind = "a directory, not a weights file" if path.is_dir() else "not found"
         raise ConfigError(f"{KEY}={path}: {kind} (a local checkpoint, .pt/.pth state_dict or .safetensors "
                           "file; nothing is downloaded)")
-    weights, source = state_dict_of(read_payload(path), path)
+    payload = read_payload(path)
+    weights, source = state_dict_of(payload, path)
     report = InitReport(str(path), source)
     own = model.state_dict()
+    theirs_classes = saved_classes(payload)
+    new_head = classifier_keys(model, len(classes)) if classes and theirs_classes not in (None, classes) else set()
     first_conv = next((key for key, tensor in own.items() if tensor.ndim == 4), None)  # the only one adapted
     merged: dict[str, torch.Tensor] = {}
     for key, mine in own.items():
         theirs = weights.get(key)
         if theirs is None:
             report.missing.append(key)
+        elif key in new_head:
+            report.other_classes.append(key)
         elif theirs.shape == mine.shape:
             merged[key] = theirs
             report.loaded.append(key)
@@ -172,11 +196,11 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     return report
 
 
-def start_model(model: nn.Module, init_path: str | None, resumed: bool) -> list[str]:
+def start_model(model: nn.Module, init_path: str | None, resumed: bool, classes: list[str] | None = None) -> list[str]:
     """Apply `model.init_from` to a training run's fresh model, unless the run resumes (its checkpoint holds the
     weights); the console lines that say what happened (none without init_from)."""
     if not init_path:
         return []
     if resumed:
         return [f"{KEY}={init_path} is ignored: the run resumes, and its checkpoint holds the weights"]
-    return [init_from(model, init_path).lines()]
+    return [init_from(model, init_path, classes).lines()]

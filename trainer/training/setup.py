@@ -92,7 +92,7 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     if first_rank_prepares and ctx.is_main:
         ctx.barrier()
     model = build_model(without_weight_sources(cfg.model) if resumed else cfg.model)
-    notes = start_model(model, cfg.model.get("init_from"), resumed)
+    notes = start_model(model, cfg.model.get("init_from"), resumed, datamodule.classes)
     if ctx.enabled and tcfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=fmt)
