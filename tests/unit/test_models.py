@@ -304,6 +304,6 @@ def test_the_check_skips_modes_that_build_the_checkpoints_model() -> None:
 
 def test_build_model_raises_the_builders_own_error_unwrapped() -> None:
     cfg = {"_target_": "trainer.models.torchvision_model.build", "name": "resnet_18", "in_channels": 1,
-           "num_classes": 3}
+           "num_classes": 3, "image_size": 8, "weights": None, "kwargs": None}
     with pytest.raises(ConfigError, match="did you mean resnet18"):
         build_model(cfg)

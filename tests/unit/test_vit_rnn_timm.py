@@ -12,11 +12,7 @@ from torch import nn
 
 from tests.conftest import compose
 from trainer.build import build_model, count_parameters, model_config_from_checkpoint, without_weight_sources
-from trainer.errors import ConfigError
-from trainer.models.rnn import RowRNN
-from trainer.models.timm_model import build as build_timm
-from trainer.models.torchvision_model import build as build_torchvision
-from trainer.models.vit import VisionTransformer
+from trainer.errors import CheckpointError, ConfigError
 from trainer.schema import validate
 from trainer.schema.model import RNNConfig, TimmConfig, TorchvisionConfig, ViTConfig
 
@@ -47,6 +43,12 @@ def model_config(schema: type, **values) -> DictConfig:
     return OmegaConf.structured(schema(**values))
 
 
+def built(schema: type, channels: int, classes: int, image: int, **values) -> nn.Module:
+    """The schema's model (its defaults, `values` set) for `channels` x `image` px inputs and `classes` classes:
+    the builders take every argument from the config."""
+    return build_model(model_config(schema, in_channels=channels, num_classes=classes, image_size=image, **values))
+
+
 @pytest.mark.parametrize("values", [{}, {"pool": "mean", "patch_size": 8, "dim": 96, "heads": 4, "depth": 3,
                                          "mlp_ratio": 2.5}])
 def test_vit_parameter_count_follows_the_formula(values: dict) -> None:
@@ -61,7 +63,7 @@ def test_vit_parameter_count_follows_the_formula(values: dict) -> None:
 def test_vit_has_timms_parameter_names_and_shapes() -> None:
     import timm
 
-    ours = on_meta(lambda: VisionTransformer(3, 10, 32, patch_size=4, dim=48, depth=2, heads=3))
+    ours = on_meta(lambda: built(ViTConfig, 3, 10, 32, patch_size=4, dim=48, depth=2, heads=3))
     theirs = on_meta(lambda: timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=48,
                                                depth=2, num_heads=3, num_classes=10))
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
@@ -71,7 +73,7 @@ def test_vit_has_timms_parameter_names_and_shapes() -> None:
 @pytest.mark.parametrize("pool", ["cls", "mean"])
 def test_vit_forward_shapes_and_initialisation(pool: str) -> None:
     torch.manual_seed(0)
-    model = VisionTransformer(1, 7, 16, patch_size=4, dim=64, depth=2, heads=4, pool=pool, stochastic_depth=0.3)
+    model = built(ViTConfig, 1, 7, 16, patch_size=4, dim=64, depth=2, heads=4, pool=pool, stochastic_depth=0.3)
     assert model(torch.randn(3, 1, 16, 16)).shape == (3, 7)
     assert model.pos_embed.shape == (1, 16 + (pool == "cls"), 64)
     assert (model.cls_token is None) == (pool == "mean")
@@ -83,19 +85,20 @@ def test_vit_forward_shapes_and_initialisation(pool: str) -> None:
 
 
 def test_vit_no_weight_decay_names_its_embeddings_and_norms() -> None:
-    model = VisionTransformer(3, 10, 8, patch_size=4, dim=16, depth=2, heads=2)
+    model = built(ViTConfig, 3, 10, 8, patch_size=4, dim=16, depth=2, heads=2)
     names = dict(model.named_parameters())
     exempt = model.no_weight_decay()
     assert exempt <= set(names)
     norm_params = {name for name in names if "." in name and name.split(".")[-2].startswith("norm")}
     assert exempt == {"pos_embed", "cls_token"} | norm_params
     assert len(norm_params) == 2 * (2 * 2 + 1)  # norm1 and norm2 of each block, the final norm: weight and bias
-    assert "cls_token" not in VisionTransformer(3, 10, 8, 4, 16, 2, 2, pool="mean").no_weight_decay()
+    mean_pooled = built(ViTConfig, 3, 10, 8, patch_size=4, dim=16, depth=2, heads=2, pool="mean")
+    assert "cls_token" not in mean_pooled.no_weight_decay()
 
 
 def test_a_tiny_vit_trains() -> None:
     torch.manual_seed(0)
-    model = VisionTransformer(3, 4, 8, patch_size=4, dim=32, depth=2, heads=2, dropout=0.1)
+    model = built(ViTConfig, 3, 4, 8, patch_size=4, dim=32, depth=2, heads=2, dropout=0.1)
     x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
@@ -135,7 +138,7 @@ def rnn_parameters(cell: str, inputs: int, hidden: int, layers: int, directions:
                                                                 ("lstm", 2, True)])
 def test_rnn_reads_rows_and_heads_on_each_directions_final_state(cell: str, layers: int, bidirectional: bool) -> None:
     torch.manual_seed(0)
-    model = RowRNN(2, 5, 6, cell=cell, hidden_size=8, num_layers=layers, bidirectional=bidirectional).eval()
+    model = built(RNNConfig, 2, 5, 6, cell=cell, hidden_size=8, num_layers=layers, bidirectional=bidirectional).eval()
     assert count_parameters(model) == rnn_parameters(cell, 6 * 2, 8, layers, 1 + bidirectional, 5)
     x = torch.randn(3, 2, 6, 6)
     # step t is row t: its 6 pixels, each with both channels
@@ -146,7 +149,7 @@ def test_rnn_reads_rows_and_heads_on_each_directions_final_state(cell: str, laye
 
 
 def test_rnn_lstm_starts_with_forget_gate_bias_one() -> None:
-    model = RowRNN(1, 10, 28, hidden_size=16, num_layers=2)
+    model = built(RNNConfig, 1, 10, 28, hidden_size=16, num_layers=2)
     for layer in range(2):
         bias = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
         assert torch.equal(bias.detach(), torch.tensor([0.0] * 16 + [1.0] * 16 + [0.0] * 32))
@@ -181,7 +184,7 @@ def no_downloads():
 
 def test_an_unknown_timm_name_suggests_close_ones() -> None:
     with pytest.raises(ConfigError, match=r"model.name='resnet10' is not a timm model; did you mean resnet10t"):
-        build_timm("resnet10", 3, 10)
+        built(TimmConfig, 3, 10, 32, name="resnet10")
 
 
 def test_rate_keys_and_kwargs_reach_timm_and_regularization_sets_them() -> None:
@@ -203,16 +206,21 @@ def test_rate_keys_and_kwargs_reach_timm_and_regularization_sets_them() -> None:
 def test_timm_settings_made_twice_are_refused() -> None:
     from trainer.training.train import apply_regularization_to_model
 
-    cfg = run_config(model_config(TimmConfig, kwargs={"drop_path_rate": 0.1}, **RGB_10), stochastic_depth=0.2)
-    apply_regularization_to_model(cfg)
-    with pytest.raises(ValueError, match=r"^kwargs.drop_path_rate must be left out when model.stochastic_depth is "
-                                         r"set \(both set timm's drop_path_rate\) \(got 0.1\)$"):
-        OmegaConf.to_object(cfg.model)
+    for rates, message in [({"stochastic_depth": 0.2}, r"kwargs.drop_path_rate must be left out when "
+                             r"model.stochastic_depth is set \(both set timm's drop_path_rate\) \(got 0.1\); "
+                             r"regularization.stochastic_depth=0.2 sets model.stochastic_depth$"),
+                           ({"dropout": 0.2}, r"kwargs.drop_rate must be left out when model.dropout is set .*"
+                            r"regularization.dropout=0.2 sets model.dropout$")]:
+        cfg = run_config(model_config(TimmConfig, kwargs={"drop_path_rate": 0.1, "drop_rate": 0.1}, **RGB_10),
+                         **rates)
+        with pytest.raises(ConfigError, match=r"^invalid config: model." + message):
+            apply_regularization_to_model(cfg)
     for values, message in [({"kwargs": {"drop_rate": 0.1}, "dropout": 0.2}, "kwargs.drop_rate must be left out "
                              "when model.dropout is set (both set timm's drop_rate) (got 0.1)"),
                             ({"kwargs": {"in_chans": 1}}, "kwargs.in_chans must be left out (it is set by "
                              "data.in_channels) (got 1)"),
-                            ({"kwargs": [1]}, "kwargs must be a dict of keyword arguments or null (got [1])")]:
+                            ({"kwargs": [1]}, "kwargs must be a dict of keyword arguments or null (got [1])"),
+                            ({"kwargs": {"drop_rate": 2}}, "kwargs.drop_rate must be in [0, 1) (got 2)")]:
         with pytest.raises(ValueError) as err:
             TimmConfig(**values)
         assert str(err.value) == message
@@ -221,14 +229,28 @@ def test_timm_settings_made_twice_are_refused() -> None:
 def test_an_argument_the_timm_model_lacks_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"^timm model test_resnet takes no patch_size argument "
                                           r"\(set by model.kwargs.patch_size\)$"):
-        build_timm("test_resnet", 3, 10, kwargs={"patch_size": 4})
+        built(TimmConfig, 3, 10, 32, name="test_resnet", kwargs={"patch_size": 4})
 
 
 def test_a_fixed_size_timm_model_is_built_for_the_data() -> None:
-    model = on_meta(lambda: build_timm("vit_tiny_patch16_224", 3, 10, 32, kwargs={"depth": 1}))
+    model = on_meta(lambda: built(TimmConfig, 3, 10, 32, name="vit_tiny_patch16_224", kwargs={"depth": 1}))
     assert model.patch_embed.img_size == (32, 32) and model.pos_embed.shape == (1, 2 * 2 + 1, 192)
-    wider = on_meta(lambda: build_timm("vit_tiny_patch16_224", 3, 10, 32, kwargs={"img_size": 64, "depth": 1}))
+    wider = on_meta(lambda: built(TimmConfig, 3, 10, 32, name="vit_tiny_patch16_224",
+                                  kwargs={"img_size": 64, "dynamic_img_size": True, "depth": 1}))
     assert wider.patch_embed.img_size == (64, 64)  # model.kwargs wins
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({}, r"^timm model vit_tiny_patch16_224 cuts its input into 16-px patches, larger than data.image_size=8"),
+    ({"img_size": 64, "patch_size": 4}, r"^timm model vit_tiny_patch16_224 is built for 64x64 px input .* but gets "
+                                        r"data.image_size=8"),
+    ({"embed_dim": 100}, r"^timm cannot build model.name=vit_tiny_patch16_224, model.kwargs=\{'embed_dim': 100, "
+                         r"'depth': 1\}, data.image_size=8: AssertionError: dim should be divisible by num_heads$"),
+])
+def test_timm_settings_that_fail_on_the_data_are_one_line(kwargs: dict, message: str) -> None:
+    """Each would end in a traceback: timm's own assertion, or the first forward pass on 8-px digits."""
+    with pytest.raises(ConfigError, match=message):
+        on_meta(lambda: built(TimmConfig, 1, 10, 8, name="vit_tiny_patch16_224", kwargs={**kwargs, "depth": 1}))
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -245,7 +267,7 @@ def test_a_pretrained_file_loads_through_timm_with_its_adaptations(suffix: str, 
         save_file(weights, path)
     else:
         torch.save({"state_dict": {f"module.{k}": v for k, v in weights.items()}}, path)  # a DDP-style wrapper
-    model = build_timm("test_resnet", 1, 10, 28, pretrained_file=str(path))
+    model = built(TimmConfig, 1, 10, 28, name="test_resnet", pretrained_file=str(path))
     loaded = model.state_dict()
     body = set(weights) - {"conv1.0.weight", "fc.weight", "fc.bias"}
     assert all(torch.equal(loaded[key], weights[key]) for key in body)
@@ -257,10 +279,24 @@ def test_a_pretrained_file_that_is_missing_or_of_another_model_is_refused(tmp_pa
     import timm
 
     with pytest.raises(ConfigError, match=r"model.pretrained_file=.*nothing.pth is not a file"):
-        build_timm("test_resnet", 3, 10, pretrained_file=str(tmp_path / "nothing.pth"))
+        built(TimmConfig, 3, 10, 32, name="test_resnet", pretrained_file=str(tmp_path / "nothing.pth"))
     torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(ConfigError, match=r"holds no tensor of timm model test_vit"):
-        build_timm("test_vit", 3, 10, 32, pretrained_file=str(tmp_path / "resnet.pth"))
+        built(TimmConfig, 3, 10, 32, name="test_vit", pretrained_file=str(tmp_path / "resnet.pth"))
+    (tmp_path / "garbage.pth").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match=r"^model.pretrained_file=.*garbage.pth does not read as weights"):
+        built(TimmConfig, 3, 10, 32, name="test_resnet", pretrained_file=str(tmp_path / "garbage.pth"))
+
+
+def test_a_pretrained_head_for_the_datas_classes_is_kept(tmp_path: Path, no_downloads) -> None:
+    """timm's own rule keeps a head only for its config's 1000 classes: a 10-class head fine-tuned on the data
+    comes back bit for bit (the 1000-class one: test_a_pretrained_file_loads_through_timm_with_its_adaptations)."""
+    torch.manual_seed(0)
+    saved = built(TimmConfig, 1, 10, 8, name="test_resnet").state_dict()
+    torch.save(saved, path := tmp_path / "digits.pth")
+    loaded = built(TimmConfig, 1, 10, 8, name="test_resnet", pretrained_file=str(path))
+    assert all(torch.equal(tensor, saved[key]) for key, tensor in loaded.state_dict().items())
+    assert "state_dict" not in loaded.pretrained_cfg  # timm's copy of the file is not kept with the model
 
 
 def test_a_model_rebuilt_from_a_checkpoint_does_not_read_its_pretrained_file(tmp_path: Path, no_downloads) -> None:
@@ -284,7 +320,10 @@ def test_torchvision_kwargs_reach_the_builder() -> None:
     model = on_meta(lambda: build_model(cfg))
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3]
     with pytest.raises(ConfigError, match=r"^torchvision model resnet18 takes no dropout argument"):
-        on_meta(lambda: build_torchvision("resnet18", 3, 10, kwargs={"dropout": 0.3}))
+        on_meta(lambda: built(TorchvisionConfig, 3, 10, 32, kwargs={"dropout": 0.3}))
+    with pytest.raises(ConfigError, match=r"^torchvision cannot build model.name=mobilenet_v3_small, model.kwargs="
+                                          r"\{'dropout': 2\}: ValueError: dropout probability"):
+        on_meta(lambda: built(TorchvisionConfig, 3, 10, 32, name="mobilenet_v3_small", kwargs={"dropout": 2}))
     with pytest.raises(ValueError, match=r"^kwargs.num_classes must be left out \(it is set by data.num_classes\)"):
         TorchvisionConfig(kwargs={"num_classes": 3})
 

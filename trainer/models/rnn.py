@@ -20,12 +20,11 @@ class RowRNN(nn.Module):
 
     `dropout` applies between stacked layers (so only with num_layers > 1). An LSTM's forget-gate bias
     starts at 1 (Jozefowicz et al., 2015), so that early in training its cell state is kept rather than reset.
-    The config always passes every argument (its defaults are in trainer/schema/model.py's RNNConfig).
+    No argument has a default of its own: the config supplies each (RNNConfig in trainer/schema/model.py).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, cell: str = "lstm",
-                 hidden_size: int = 128, num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, cell: str, hidden_size: int,
+                 num_layers: int, bidirectional: bool, dropout: float) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose from {', '.join(CELLS)}")

@@ -1,9 +1,11 @@
 """Any `timm` model by name (`timm.list_models()`), built for the data's input channels and class count.
 
-Pretrained weights come only from a local file (`model.pretrained_file`): timm loads it as its own pretrained
-weights, so it adapts the first conv to the data's channels, drops a classifier made for another number of
-classes and resizes a ViT's position embedding. Every remote source (URL, Hugging Face Hub) is cleared from
-the model's pretrained config first, so nothing is ever downloaded.
+Pretrained weights come only from a local file (`model.pretrained_file`), read as `model.init_from` reads one
+(trainer/training/init_from.py: weights only; a state dict, or one in a `model`/`state_dict` entry; DDP's and
+torch.compile's prefixes stripped) and handed to timm as its pretrained state dict: timm adapts the first conv
+to the data's channels, keeps the file's classifier when it has a row per class of the data and drops one made
+for another number of classes, and resizes a ViT's position embedding. Every remote source (URL, Hugging Face
+Hub) is cleared from the model's pretrained config first, so nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -12,86 +14,113 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from trainer.errors import ConfigError
+from trainer.errors import CheckpointError, ConfigError, described
 from trainer.models.catalog import TIMM_RATES
 
-# The pretrained-config entries that name a weight source: all but `file` are cleared (see `_local_only`).
-REMOTE_SOURCES = ("url", "hf_hub_id", "hf_hub_filename", "source")
+KEY = "model.pretrained_file"
+# The pretrained-config entries that name a weight source other than the state dict: all are cleared.
+REMOTE_SOURCES = ("url", "file", "hf_hub_id", "hf_hub_filename", "source")
 
 
-def build(name: str, in_channels: int, num_classes: int, image_size: int = 224, kwargs: dict[str, Any] | None = None,
-          pretrained_file: str | None = None, dropout: float | None = None,
-          stochastic_depth: float | None = None) -> nn.Module:
+def build(name: str, in_channels: int, num_classes: int, image_size: int, kwargs: dict[str, Any] | None,
+          pretrained_file: str | None, dropout: float | None, stochastic_depth: float | None) -> nn.Module:
     """`timm.create_model(name, in_chans=in_channels, num_classes=num_classes, **kwargs)`.
 
+    Every argument comes from the config (TimmConfig in trainer/schema/model.py holds the defaults).
     `dropout` and `stochastic_depth` (null: the model's own default) are timm's `drop_rate` and
     `drop_path_rate`. A model with a fixed input size (a ViT, Swin...) is built for `image_size` unless
-    `kwargs` sets `img_size`.
+    `kwargs` sets `img_size`. A setting timm refuses is one ConfigError line naming the keys.
     """
-    import timm
-
     _check_name(name)
     args = dict(kwargs or {})
     rates = {"dropout": dropout, "stochastic_depth": stochastic_depth}
     args |= {TIMM_RATES[key]: value for key, value in rates.items() if value is not None}
+    settings = [f"model.name={name}", *([f"model.kwargs={kwargs}"] if kwargs else []),
+                *(f"model.{key}={value}" for key, value in rates.items() if value is not None)]
     if "img_size" not in args and _fixed_input_size(name):
         args["img_size"] = image_size
-    if pretrained_file is not None:
-        args |= {"pretrained": True, "pretrained_cfg_overlay": _local_only(pretrained_file)}
-    try:
-        model = timm.create_model(name, in_chans=in_channels, num_classes=num_classes, **args)
-    except TypeError as err:
-        refused = next((arg for arg in args if f"argument '{arg}'" in str(err)), None)
-        if refused is None:
-            raise
-        key = next((f"model.{key}" for key, arg in TIMM_RATES.items() if arg == refused), f"model.kwargs.{refused}")
-        raise ConfigError(f"timm model {name} takes no {refused} argument (set by {key})") from None
-    except RuntimeError as err:  # timm's own check of the weights against the model
-        if pretrained_file is None:
-            raise
-        raise ConfigError(f"model.pretrained_file={pretrained_file} does not fit timm model {name}: "
-                          f"{str(err).splitlines()[0]}") from None
-    if pretrained_file is not None and not loaded_tensors(model, pretrained_file):
-        raise ConfigError(f"model.pretrained_file={pretrained_file} holds no tensor of timm model {name} (none has "
-                          "the name and shape of one of its weights): is it weights for another architecture?")
+        settings.append(f"data.image_size={image_size}")
+    weights = read_weights(pretrained_file) if pretrained_file is not None else None
+    if weights is not None:
+        args |= {"pretrained": True, "pretrained_cfg_overlay": _local_only(name, weights)}
+    model = _create(name, in_channels, num_classes, args, ", ".join(settings), pretrained_file)
+    _check_input_size(model, name, image_size)
+    if weights is not None:
+        getattr(model, "pretrained_cfg", {}).pop("state_dict", None)  # timm's copy of the file: not kept
+        if not loaded_tensors(model, weights):
+            raise ConfigError(f"{KEY}={pretrained_file} holds no tensor of timm model {name} (none has the name "
+                              "and shape of one of its weights): is it weights for another architecture?")
     return model
 
 
-def loaded_tensors(model: nn.Module, pretrained_file: str) -> list[str]:
+def _create(name: str, in_channels: int, num_classes: int, args: dict[str, Any], settings: str,
+            pretrained_file: str | None) -> nn.Module:
+    """`timm.create_model`, each error of the user's settings one ConfigError line."""
+    import timm
+
+    try:
+        return timm.create_model(name, in_chans=in_channels, num_classes=num_classes, **args)
+    except TypeError as err:
+        refused = next((arg for arg in args if f"argument '{arg}'" in str(err)), None)
+        if refused is None:
+            raise ConfigError(f"timm cannot build {settings}: {described(err)}") from None
+        key = next((f"model.{key}" for key, arg in TIMM_RATES.items() if arg == refused), f"model.kwargs.{refused}")
+        raise ConfigError(f"timm model {name} takes no {refused} argument (set by {key})") from None
+    except RuntimeError as err:  # with a file: timm's own check of the weights against the model
+        if pretrained_file is None:
+            raise ConfigError(f"timm cannot build {settings}: {described(err)}") from None
+        raise ConfigError(f"{KEY}={pretrained_file} does not fit timm model {name}: "
+                          f"{str(err).splitlines()[0]}") from None
+    except (ValueError, AssertionError) as err:  # a model's own checks of its arguments
+        raise ConfigError(f"timm cannot build {settings}: {described(err)}") from None
+
+
+def _check_input_size(model: nn.Module, name: str, image_size: int) -> None:
+    """A model that cuts its input into patches (a ViT, Swin...) must get patches no larger than the image and,
+    when it insists on one input size, `image_size` pixels: else its first forward fails."""
+    embed = getattr(model, "patch_embed", None)
+    patch = getattr(embed, "patch_size", None)
+    if patch is None:
+        return
+    patch = max(patch) if isinstance(patch, tuple | list) else patch
+    if patch > image_size:
+        raise ConfigError(f"timm model {name} cuts its input into {patch}-px patches, larger than data.image_size="
+                          f"{image_size}: set a smaller model.kwargs.patch_size or a larger data.image_size")
+    built_for = getattr(embed, "img_size", None)
+    if getattr(embed, "strict_img_size", False) and built_for is not None and \
+            tuple(built_for) != (image_size, image_size):
+        raise ConfigError(f"timm model {name} is built for {built_for[0]}x{built_for[1]} px input (model.kwargs."
+                          f"img_size) but gets data.image_size={image_size}: leave img_size out, or add "
+                          "dynamic_img_size: true to model.kwargs")
+
+
+def read_weights(pretrained_file: str) -> dict[str, torch.Tensor]:
+    """The file's tensors, read by `model.init_from`'s reader; one ConfigError/CheckpointError line if it is not
+    a file or does not read as weights."""
+    from trainer.training.init_from import KEY as INIT_KEY
+    from trainer.training.init_from import read_payload, state_dict_of
+
+    path = Path(pretrained_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{KEY}={pretrained_file} is not a file (timm weights: a .pth/.pt state dict or a "
+                          ".safetensors file)")
+    try:
+        return state_dict_of(read_payload(path), path)[0]
+    except CheckpointError as err:  # the reader names model.init_from: this file is model.pretrained_file
+        raise CheckpointError(str(err).replace(f"{INIT_KEY}=", f"{KEY}=", 1)) from None
+
+
+def loaded_tensors(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
     """The names of `model`'s tensors that equal the file's tensor of the same name: the weights timm loaded.
 
     timm itself loads non-strictly when the classifier is dropped, so a file of another architecture would
     otherwise leave the whole model at its random initialisation without a word.
     """
-    import torch
-
-    weights = file_state_dict(pretrained_file)
     return [key for key, tensor in model.state_dict().items()
             if key in weights and weights[key].shape == tensor.shape and torch.equal(weights[key], tensor)]
-
-
-def file_state_dict(path: str) -> dict[str, Any]:
-    """The state dict in a weights file as timm reads it: a .safetensors file, or a torch file (weights only,
-    memory-mapped when it can be) holding the dict itself or a wrapper (`state_dict_ema`, `model_ema`,
-    `state_dict`, `model`), without a `module.` prefix."""
-    import torch
-    from timm.models import clean_state_dict
-
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(saved, dict):
-        wrapped = next((key for key in ("state_dict_ema", "model_ema", "state_dict", "model")
-                        if isinstance(saved.get(key), dict)), None)
-        saved = saved[wrapped] if wrapped else saved
-    return clean_state_dict(saved) if isinstance(saved, dict) else {}
 
 
 def _check_name(name: str) -> None:
@@ -113,11 +142,28 @@ def _fixed_input_size(name: str) -> bool:
     return bool(pretrained_cfg is not None and pretrained_cfg.fixed_input_size)
 
 
-def _local_only(pretrained_file: str) -> dict[str, Any]:
-    """The pretrained-config overlay that loads `pretrained_file` and nothing else (a ConfigError if it is not
-    a file): its remote sources are cleared, so timm has nowhere to download from."""
-    path = Path(pretrained_file).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"model.pretrained_file={pretrained_file} is not a file (timm weights: a .pth/.pt state "
-                          "dict or a .safetensors file)")
-    return {"file": str(path), "custom_load": False, **dict.fromkeys(REMOTE_SOURCES)}
+def _local_only(name: str, weights: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The pretrained-config overlay that loads `weights` and nothing else: its remote sources are cleared, so
+    timm has nowhere to download from.
+
+    timm keeps the classifier only when the model's class count equals the config's `num_classes` (1000 for
+    ImageNet weights), so that is set to the rows of the file's classifier (0 for a file without one), and
+    `input_size` to the channels of the file's first conv, which timm adapts from.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    heads = [weights[f"{head}.weight"] for head in _names(cfg.classifier if cfg else None)
+             if f"{head}.weight" in weights]
+    overlay: dict[str, Any] = {"state_dict": weights, "num_classes": heads[0].shape[0] if heads else 0,
+                               "label_offset": 0, **dict.fromkeys(REMOTE_SOURCES)}
+    convs = [weights[f"{conv}.weight"] for conv in _names(cfg.first_conv if cfg else None)
+             if f"{conv}.weight" in weights]
+    if cfg and convs and convs[0].ndim == 4:
+        overlay["input_size"] = (convs[0].shape[1], *cfg.input_size[1:])
+    return overlay
+
+
+def _names(entry: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """A pretrained config's `classifier` or `first_conv`: one module name, several or none."""
+    return (entry,) if isinstance(entry, str) else tuple(entry or ())

@@ -9,15 +9,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, described
 
 
-def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
-          weights: str | None = None, kwargs: dict[str, Any] | None = None) -> nn.Module:
+def build(name: str, in_channels: int, num_classes: int, image_size: int, weights: str | None,
+          kwargs: dict[str, Any] | None) -> nn.Module:
     """`torchvision.models.get_model(name, **kwargs)`; pretrained `weights` must already be in torch's hub cache.
 
+    Every argument comes from the config (TorchvisionConfig in trainer/schema/model.py holds the defaults).
     Vision transformers are built for the data's `image_size` (their position embeddings depend on it) unless
-    `kwargs` sets `image_size`. `kwargs` are the builder's own arguments (`dropout`, `stochastic_depth_prob`...).
+    `kwargs` sets `image_size`. `kwargs` are the builder's own arguments (`dropout`, `stochastic_depth_prob`...);
+    one the builder refuses is one ConfigError line.
     """
     import torchvision.models as tvm
 
@@ -35,14 +37,24 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int = 224,
     except TypeError as err:
         refused = next((arg for arg in kwargs or {} if f"argument '{arg}'" in str(err)), None)
         if refused is None:
-            raise
+            raise ConfigError(f"torchvision cannot build {_settings(name, extra, kwargs)}: {described(err)}"
+                              ) from None
         raise ConfigError(f"torchvision model {name} takes no {refused} argument (set by model.kwargs.{refused})"
                           ) from None
+    except (ValueError, AssertionError, RuntimeError) as err:  # the builder's own checks of its arguments
+        raise ConfigError(f"torchvision cannot build {_settings(name, extra, kwargs)}: {described(err)}") from None
     if weights is not None and num_classes != _last_linear(model).out_features:
         _replace_last_linear(model, num_classes)
     if in_channels != 3:
         _adapt_first_conv(model, in_channels)
     return model
+
+
+def _settings(name: str, extra: dict[str, Any], kwargs: dict[str, Any] | None) -> str:
+    """The keys that chose the builder's arguments, as an error line names them."""
+    sized = "image_size" in extra and "image_size" not in (kwargs or {})
+    return ", ".join([f"model.name={name}", *([f"model.kwargs={kwargs}"] if kwargs else []),
+                      *([f"data.image_size={extra['image_size']}"] if sized else [])])
 
 
 def _cached_weights(name: str, weights: str):

@@ -1,8 +1,8 @@
 """Vision Transformer (Dosovitskiy et al., 2021): image patches as tokens, pre-norm transformer blocks.
 
 The layout and parameter names follow timm's `VisionTransformer` (`patch_embed.proj`, `cls_token`, `pos_embed`,
-`blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`, `head`), so the defaults are timm's
-vit_tiny (dim 192, depth 12, 3 heads) with 4-px patches for 32-px images: about 5.4M parameters.
+`blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`, `head`); ViTConfig's defaults
+(trainer/schema/model.py) are timm's vit_tiny with 4-px patches for 32-px images: about 5.4M parameters.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention: one linear for queries, keys and values, PyTorch's fused attention kernel."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = dropout
@@ -48,7 +48,7 @@ class Attention(nn.Module):
 class Mlp(nn.Sequential):
     """Linear -> GELU -> dropout -> linear -> dropout, `mlp_ratio` times wider in the middle."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
@@ -79,12 +79,11 @@ class VisionTransformer(nn.Module):
     a final LayerNorm and a linear head on the class token or on the mean of the patch tokens.
 
     Stochastic depth grows linearly over the blocks, from 0 in the first to `stochastic_depth` in the last.
-    The config always passes every argument (its defaults are in trainer/schema/model.py's ViTConfig).
+    No argument has a default of its own: the config supplies each (ViTConfig in trainer/schema/model.py).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, patch_size: int = 4, dim: int = 192,
-                 depth: int = 12, heads: int = 3, mlp_ratio: float = 4.0, pool: str = "cls",
-                 stochastic_depth: float = 0.1, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, patch_size: int, dim: int, depth: int,
+                 heads: int, mlp_ratio: float, pool: str, stochastic_depth: float, dropout: float) -> None:
         super().__init__()
         if pool not in VIT_POOLS:
             raise ValueError(f"unknown pool {pool!r}; choose from {', '.join(VIT_POOLS)}")

@@ -282,6 +282,9 @@ class TimmConfig(ModelConfig):
             require(value is None or 0.0 <= value < 1.0, key, "in [0, 1) or null", value)
             require(value is None or arg not in kwargs, f"kwargs.{arg}",
                     f"left out when model.{key} is set (both set timm's {arg})", kwargs.get(arg))
+            rate = kwargs.get(arg)  # some timm models check it only at their first forward
+            require(rate is None or (isinstance(rate, int | float) and 0.0 <= rate < 1.0), f"kwargs.{arg}",
+                    "in [0, 1)", rate)
 
     def label(self) -> str:
         return f"timm {self.name}"  # its minimum is timm's to know: not checked here

@@ -209,7 +209,9 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def apply_regularization_to_model(cfg: DictConfig) -> None:
-    """`regularization.dropout` / `.stochastic_depth` replace the model's own rates in the run's config."""
+    """`regularization.dropout` / `.stochastic_depth` replace the model's own rates in the run's config, which
+    the model's schema then checks again (timm's: not also set by model.kwargs)."""
+    applied = []
     for key in ("dropout", "stochastic_depth"):
         value = cfg.regularization[key]
         if value is None:
@@ -218,6 +220,13 @@ def apply_regularization_to_model(cfg: DictConfig) -> None:
             raise ConfigError(f"regularization.{key}={value} but model={option_name('model', cfg.model._target_)} "
                               f"has no {key} setting")
         cfg.model[key] = value
+        applied.append(f"regularization.{key}={value} sets model.{key}")
+    if not applied:
+        return
+    try:
+        OmegaConf.to_object(cfg.model)
+    except ValueError as err:
+        raise ConfigError(f"invalid config: model.{err}; {', '.join(applied)}") from None
 
 
 def position(state: TrainState) -> str:
