@@ -31,6 +31,14 @@ def test_an_input_smaller_than_the_model_takes_is_refused_before_set_up(tmp_path
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_zoo_model_too_deep_for_the_images_is_one_line_at_its_first_step(tmp_path: Path) -> None:
+    """timm and torchvision models are not sized up front: the first forward's error becomes the line."""
+    result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "model=timm", "model.name=test_convnext",
+                                "data.image_size=4", "trainer.max_epochs=1", "logger=none")
+    assert_one_error_line(result, "model=timm does not fit data.image_size=4", "use larger images")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_unknown_torchvision_model_suggests_close_names(tmp_path: Path) -> None:
     result = run_cli_in_process(f"hydra.run.dir={tmp_path / 'run'}", "model=torchvision", "model.name=nonexistent_net")
     assert_one_error_line(result, "model.name='nonexistent_net' is not a torchvision model", "did you mean")

@@ -286,6 +286,10 @@ def test_a_pretrained_file_that_is_missing_or_of_another_model_is_refused(tmp_pa
     (tmp_path / "garbage.pth").write_bytes(b"not weights")
     with pytest.raises(CheckpointError, match=r"^model.pretrained_file=.*garbage.pth does not read as weights"):
         built(TimmConfig, 3, 10, 32, name="test_resnet", pretrained_file=str(tmp_path / "garbage.pth"))
+    torch.save({"model": timm.create_model("test_resnet").state_dict(), "config": {}, "epoch": 1,
+                "inference": {"classes": ["a", "b"]}}, tmp_path / "best.pt")
+    with pytest.raises(ConfigError, match=r"is a checkpoint of this project: start from it with model.init_from="):
+        built(TimmConfig, 3, 10, 32, name="test_resnet", pretrained_file=str(tmp_path / "best.pt"))
 
 
 def test_a_pretrained_head_for_the_datas_classes_is_kept(tmp_path: Path, no_downloads) -> None:

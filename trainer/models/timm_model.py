@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.errors import CheckpointError, ConfigError, described
+from trainer.errors import ConfigError, described
 from trainer.models.catalog import TIMM_RATES
 
 KEY = "model.pretrained_file"
@@ -99,18 +99,18 @@ def _check_input_size(model: nn.Module, name: str, image_size: int) -> None:
 
 def read_weights(pretrained_file: str) -> dict[str, torch.Tensor]:
     """The file's tensors, read by `model.init_from`'s reader; one ConfigError/CheckpointError line if it is not
-    a file or does not read as weights."""
-    from trainer.training.init_from import KEY as INIT_KEY
-    from trainer.training.init_from import read_payload, state_dict_of
+    a file, does not read as weights, or is a checkpoint of this project (whose classes only init_from checks)."""
+    from trainer.training.init_from import read_payload, saved_classes, state_dict_of
 
     path = Path(pretrained_file).expanduser()
     if not path.is_file():
         raise ConfigError(f"{KEY}={pretrained_file} is not a file (timm weights: a .pth/.pt state dict or a "
                           ".safetensors file)")
-    try:
-        return state_dict_of(read_payload(path), path)[0]
-    except CheckpointError as err:  # the reader names model.init_from: this file is model.pretrained_file
-        raise CheckpointError(str(err).replace(f"{INIT_KEY}=", f"{KEY}=", 1)) from None
+    payload = read_payload(path, KEY)
+    if saved_classes(payload) is not None:
+        raise ConfigError(f"{KEY}={pretrained_file} is a checkpoint of this project: start from it with "
+                          f"model.init_from={pretrained_file} (model.pretrained_file takes timm weights)")
+    return state_dict_of(payload, path, KEY)[0]
 
 
 def loaded_tensors(model: nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:

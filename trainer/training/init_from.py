@@ -62,9 +62,9 @@ def names_text(names: list[str]) -> str:
     return ", ".join(names[:SHOWN_NAMES]) + more
 
 
-def read_payload(path: Path) -> Any:
+def read_payload(path: Path, key: str = KEY) -> Any:
     """The file's contents: `safetensors.torch.load_file` for .safetensors, else `torch.load(weights_only=True)`;
-    a file that does not read is one CheckpointError line."""
+    a file that does not read is one CheckpointError line naming the config `key` that gave the path."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -75,22 +75,22 @@ def read_payload(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "GLOBAL" in str(err) or "Unsupported global" in str(err):
-            raise CheckpointError(f"{KEY}={path}: refusing to load it, it needs arbitrary unpickling, which could "
+            raise CheckpointError(f"{key}={path}: refusing to load it, it needs arbitrary unpickling, which could "
                                   "run code (save a state_dict of tensors, or a .safetensors file)") from None
         reason = unpickling_reason(err)
     except Exception as err:  # a truncated zip, a safetensors header that does not parse
         reason = first_line(err).split(" (Could this error message be improved?")[0]
-    raise CheckpointError(f"{KEY}={path} does not read as weights (a torch.save file or a .safetensors file): "
+    raise CheckpointError(f"{key}={path} does not read as weights (a torch.save file or a .safetensors file): "
                           f"{reason}")
 
 
-def state_dict_of(payload: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+def state_dict_of(payload: Any, path: Path, key: str = KEY) -> tuple[dict[str, torch.Tensor], str]:
     """The weights a payload holds, and what it was: the tensors of a state_dict, or of its `model` or
     `state_dict` entry (a trainer checkpoint's `model`), without a `module.`/`_orig_mod.` prefix."""
     if path.suffix == ".safetensors":
         return strip_prefixes(payload), "a safetensors file"
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{KEY}={path} holds a {type(payload).__name__}, not a state_dict")
+        raise CheckpointError(f"{key}={path} holds a {type(payload).__name__}, not a state_dict")
     source = "a state_dict"
     for key in WRAPPERS:
         if isinstance(payload.get(key), dict):
@@ -101,7 +101,7 @@ def state_dict_of(payload: Any, path: Path) -> tuple[dict[str, torch.Tensor], st
             break
     weights = {str(k): v for k, v in payload.items() if isinstance(v, torch.Tensor)}
     if not weights:
-        raise CheckpointError(f"{KEY}={path} holds no tensors (expected a state_dict, or one in a 'model' or "
+        raise CheckpointError(f"{key}={path} holds no tensors (expected a state_dict, or one in a 'model' or "
                               "'state_dict' entry)")
     return strip_prefixes(weights), source
 

@@ -50,6 +50,8 @@ from trainer.training.timing import PhaseTimes
 
 log = logging.getLogger("trainer")
 
+# What torch says when a model's feature maps shrink below its kernels (a timm or torchvision model on small images).
+INPUT_TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small")
 PHASES = ("setup", "train", "validate", "checkpoint", "test", "report")  # summary.json phase_s, with `other`
 # The summary.json entries the console's summary table shows: the result, and how long it took.
 SHOWN = ("best_val_acc", "best_epoch", "monitor", "best_score", "selected_on", "test_acc", "test_loss", "tested",
@@ -164,6 +166,10 @@ def train_one_epoch(run: RunSetup, state: TrainState, hooks: Hooks, console: Run
             if run.cfg.trainer.compile and is_compile_error(err):
                 raise TrainerError(f"torch.compile failed ({described(err)}); "
                                    "run with trainer.compile=false") from err
+            if any(text in str(err) for text in INPUT_TOO_SMALL):  # timm/torchvision models are not checked up front
+                raise ConfigError(f"model={option_name('model', run.cfg.model._target_)} does not fit "
+                                  f"data.image_size={run.cfg.data.image_size}: {described(err)}; use larger "
+                                  "images or a model with fewer downsampling stages") from None
             raise
 
 
