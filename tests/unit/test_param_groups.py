@@ -4,12 +4,16 @@ no_weight_decay(); timm's own layer grouping; the ratios through every schedule;
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from tests.conftest import CONFIGS, composed
+from trainer.build import build_model
+from trainer.schema.model import ResNetConfig, SimpleCNNConfig, ViTConfig
 from trainer.training.optim import create_optimizer, create_scheduler, load_optimizer_state
 from trainer.training.param_groups import parameter_depths
 
@@ -27,7 +31,7 @@ class TinyViT(nn.Module):
         torch.manual_seed(0)
         self.patch_embed = nn.Linear(4, 8)
         self.cls_token = nn.Parameter(torch.zeros(1, 8))  # 2-D: only no_weight_decay() exempts it
-        self.blocks = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8))
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Linear(8, 8), nn.GELU()) for _ in range(2)))  # 2 blocks
         self.norm = nn.LayerNorm(8)
         self.head = nn.Linear(8, 3)
 
@@ -52,15 +56,50 @@ def optimizer_for(model: nn.Module, option: str = "adamw", **values: object) -> 
 def test_depths_walk_the_children_in_order_with_the_models_own_parameters_first() -> None:
     depths = parameter_depths(TinyViT())
     assert depths == {"cls_token": 0, "patch_embed.weight": 0, "patch_embed.bias": 0,
-                      "blocks.0.weight": 1, "blocks.0.bias": 1, "blocks.2.weight": 2, "blocks.2.bias": 2,
+                      "blocks.0.0.weight": 1, "blocks.0.0.bias": 1, "blocks.1.0.weight": 2, "blocks.1.0.bias": 2,
                       "norm.weight": 3, "norm.bias": 3, "head.weight": 4, "head.bias": 4}
+
+
+def project_model(schema: type, **values: object) -> nn.Module:
+    return build_model(OmegaConf.structured(schema(in_channels=3, num_classes=10, **values)))
+
+
+def torchvision_model(name: str, **values: object) -> nn.Module:
+    import torchvision
+
+    with torch.device("meta"):  # the layout alone: no memory, no initialisation
+        return torchvision.models.get_model(name, weights=None, num_classes=10, **values)
+
+
+RESNET18_BLOCKS = [6, 6, 9, 6, 9, 6, 9, 6]  # conv1, bn1, conv2, bn2 (+ a projection's conv and bn: stages 2-4)
+# Parameters per depth, counted by hand: the depth unit is a block, not a layer.
+BLOCK_DEPTHS = {
+    # 4 x ConvNormAct (conv without bias, bn's weight and bias), then the linear head
+    "simple_cnn": (lambda: project_model(SimpleCNNConfig, widths=[4] * 4), [3] * 4 + [2]),
+    # the stem's conv and bn, each basic block, fc
+    "resnet18": (lambda: project_model(ResNetConfig, stem="cifar", width=4), [3, *RESNET18_BLOCKS, 2]),
+    "torchvision resnet18": (lambda: torchvision_model("resnet18"), [3, *RESNET18_BLOCKS, 2]),  # conv1, bn1 flat
+    # patch_embed.proj (2), cls_token, pos_embed; per block norm1, qkv, proj, norm2, fc1, fc2 (2 each); norm; head
+    "vit": (lambda: project_model(ViTConfig, image_size=8, patch_size=4, dim=6, depth=2, heads=2), [4, 12, 12, 2, 2]),
+    # conv_proj (2), class_token, encoder.pos_embedding; 12 encoder layers (ln_1, attention's 4, ln_2, mlp's 4);
+    # encoder.ln; the head
+    "torchvision vit_b_16": (lambda: torchvision_model("vit_b_16", image_size=32), [4] + [12] * 12 + [2, 2]),
+}
+
+
+@pytest.mark.parametrize("model", sorted(BLOCK_DEPTHS))
+def test_depths_are_the_blocks_of_the_projects_and_torchvisions_models(model: str) -> None:
+    build, per_depth = BLOCK_DEPTHS[model]
+    depths = parameter_depths(build())
+    counts = Counter(depths.values())
+    assert [counts[depth] for depth in range(len(counts))] == per_depth
 
 
 def test_layer_decay_and_head_multiplier_give_the_lrs_worked_out_by_hand() -> None:
     """5 depths, layer_decay 0.5: depth d trains at 0.1 x 0.5^(4 - d); the head's 0.1 x 3."""
     model = TinyViT()
     optimizer = optimizer_for(model, layer_decay=0.5, head_lr_mult=3.0, weight_decay=0.05)
-    by_hand = {"cls_token": 0.00625, "patch_embed": 0.00625, "blocks.0": 0.0125, "blocks.2": 0.025, "norm": 0.05,
+    by_hand = {"cls_token": 0.00625, "patch_embed": 0.00625, "blocks.0.0": 0.0125, "blocks.1.0": 0.025, "norm": 0.05,
                "head": 0.3}
     lrs = by_name(model, optimizer, "lr")
     assert lrs == pytest.approx({name: by_hand[name.rsplit(".", 1)[0] if "." in name else name] for name in lrs})

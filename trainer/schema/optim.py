@@ -21,8 +21,9 @@ class OptimConfig:
     The keys of TRAINER_KEYS are ours, not the class's. `no_decay_norm_bias` true puts biases and normalisation
     weights (every 1-D parameter) in groups with weight_decay 0; the names a model's `no_weight_decay()` returns
     (timm's convention: a ViT's pos_embed) never decay either way. `layer_decay` gives a parameter at depth d of a
-    model's L depths the lr x layer_decay^(L-1-d) (BEiT's layer-wise decay: the head keeps optim.lr, the stem gets
-    the least); `head_lr_mult` multiplies the head's lr. `scale_lr_with_batch` sets optim.lr, at the start of a
+    model's L depths (its stem, each block, its head: trainer/training/param_groups.py) the lr x
+    layer_decay^(L-1-d) (BEiT's layer-wise decay: the head keeps optim.lr, the stem gets the least);
+    `head_lr_mult` multiplies the head's lr. `scale_lr_with_batch` sets optim.lr, at the start of a
     run, to optim.lr x (global batch / base_batch_size) (`linear`) or its square root (`sqrt`).
     """
 

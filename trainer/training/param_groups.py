@@ -2,9 +2,11 @@
 multiplier), every group with an explicit `lr`, `weight_decay` and `lr_scale` (its lr over optim.lr).
 
 A model's depths: a timm model (one with `group_matcher`) by timm's own grouping (stem, then each block, then
-the head); any other model by walking its top-level children in order, nn.Sequential and nn.ModuleList expanded
-into theirs, each module that owns parameters one depth; the parameters held by the model itself (a ViT's
-cls_token, pos_embed) share depth 0 with the first module. The deepest depth is the head.
+the head); any other model by `units`, a walk of its children in order where the depth unit is a block, not a
+layer: a ResNet's stem, each residual block, the head (10 depths for resnet18); a ViT's patch embedding (with the
+cls token and position embedding), each transformer block, the final norm, the head. The parameters a walked
+module holds itself (a ViT's cls_token, pos_embed) go with the unit before them, the first unit when none.
+The deepest depth is the head.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from torch import nn
 
 # Layers whose weights are scales and shifts of normalised activations: decaying them towards 0 only hurts.
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
-CONTAINERS = (nn.Sequential, nn.ModuleList)
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# A container of at least this many blocks of one class is a stack (a transformer's layers): a module holding one
+# (torchvision's ViT encoder) is walked into, not taken as one block. Fewer would open blocks built of a few
+# same-class sub-blocks (an inverted residual's three conv-norm-acts, an Inception branch's two convs).
+STACK_MIN = 4
 
 
 @dataclass(frozen=True)
@@ -29,29 +35,70 @@ class GroupKey:
     muon: bool
 
 
-def units(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """The modules of `module` in order, containers expanded: each yields (dotted name, module)."""
+def is_leaf(module: nn.Module) -> bool:
+    return next(module.children(), None) is None
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """A leaf layer with parameters other than a norm's: a conv, a linear layer, an embedding."""
+    return is_leaf(module) and not isinstance(module, NORM_LAYERS) and next(module.parameters(), None) is not None
+
+
+def is_stack(module: nn.Module) -> bool:
+    """A container of STACK_MIN or more blocks (modules with children) of one class."""
+    children = list(module.children())
+    return (isinstance(module, CONTAINERS) and len(children) >= STACK_MIN and not is_leaf(children[0])
+            and len({type(child) for child in children}) == 1)
+
+
+def holds_stack(module: nn.Module) -> bool:
+    return any(is_stack(child) or holds_stack(child) for child in module.children())
+
+
+def opens(module: nn.Module) -> bool:
+    """Whether the walk goes into `module` (its children are units, or are walked in turn) rather than taking it
+    as one unit: a container unless it is one layer (leaf children with at most one weight layer: a conv-norm-act,
+    a stem, a head); any other module (a block) only when it holds a stack."""
+    if isinstance(module, CONTAINERS):
+        children = list(module.children())
+        return not all(is_leaf(child) for child in children) or sum(map(is_weight_layer, children)) > 1
+    return holds_stack(module)
+
+
+def units(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module, bool]]:
+    """The depth units of `module` in order, as (dotted name, module, own): with `own`, the parameters of a walked
+    module itself (recurse=False); otherwise a unit, all its parameters at one depth."""
+    yield prefix.removesuffix("."), module, True
     for name, child in module.named_children():
-        if isinstance(child, CONTAINERS):
+        if opens(child):
             yield from units(child, f"{prefix}{name}.")
         else:
-            yield f"{prefix}{name}", child
+            yield f"{prefix}{name}", child, False
 
 
 def parameter_depths(model: nn.Module) -> dict[str, int]:
-    """Each parameter's depth (by name), from 0 (the stem) to the head's, the deepest."""
+    """Each parameter's depth (by name), from 0 (the stem) to the head's, the deepest. A norm layer right after a
+    weight layer (a flat Sequential's conv, bn) shares its depth; a tied weight keeps its first owner's."""
     if hasattr(model, "group_matcher"):  # a timm model: timm's layer ids, the head (unmatched) last
         from timm.models import group_parameters
 
         return group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-    depths = {name: 0 for name, _ in model.named_parameters(recurse=False)}
-    owners = [(name, unit) for name, unit in units(model) if any(True for _ in unit.parameters())]
-    seen = {id(p) for _, p in model.named_parameters(recurse=False)}
-    for depth, (prefix, unit) in enumerate(owners):
-        for name, param in unit.named_parameters():
-            if id(param) not in seen:  # a tied weight keeps the depth of its first owner
-                seen.add(id(param))
-                depths[f"{prefix}.{name}"] = depth
+    depths: dict[str, int] = {}
+    seen: set[int] = set()
+    depth, previous = 0, None  # previous: the last unit placed
+    for name, unit, own in units(model):
+        params = [(f"{name}.{key}" if name else key, param) for key, param in unit.named_parameters(recurse=not own)
+                  if id(param) not in seen]
+        if not params:
+            continue
+        joins = own or (isinstance(unit, NORM_LAYERS) and previous is not None and is_weight_layer(previous))
+        if previous is not None and not joins:
+            depth += 1
+        if not own:
+            previous = unit
+        for key, param in params:
+            seen.add(id(param))
+            depths[key] = depth
     return depths
 
 
