@@ -17,6 +17,7 @@ from torch import nn
 from tests.conftest import CONFIGS, compose, composed, cos_anneal, onecycle
 from trainer.errors import CheckpointError, ConfigError
 from trainer.schema import validate
+from trainer.schema.scheduler import with_warmup_resolved
 from trainer.training.optim import Scheduler, WarmupCosine, create_optimizer, create_scheduler
 from trainer.training.resume_config import check_resume_config
 
@@ -27,11 +28,12 @@ EPOCHS, STEPS = 6, 5  # a short run: 6 epochs of 5 batches
 LR = 0.1
 
 
-def build(scheduler: str, *overrides: str, epochs: int = EPOCHS, steps: int = STEPS):
+def build(scheduler: str, *overrides: str, epochs: int = EPOCHS, steps: int = STEPS, cli: tuple[str, ...] = ()):
     """`scheduler=SCHEDULER` with `overrides` (KEY=VALUE, valid ones: they are set on a config composed once per
-    scheduler) over an SGD at LR: its config, optimizer and Scheduler for `epochs` x `steps` batches."""
+    scheduler) over an SGD at LR: its config, optimizer and Scheduler for `epochs` x `steps` batches. `cli`:
+    overrides composed and validated as the command line's are (a compose each)."""
     values = {key: yaml.safe_load(value) for key, value in (override.split("=", 1) for override in overrides)}
-    cfg = composed(f"scheduler={scheduler}", "optim=sgd",
+    cfg = composed(f"scheduler={scheduler}", "optim=sgd", *cli,
                    values={"optim.lr": LR, "trainer.max_epochs": epochs, **values})
     model = nn.Linear(2, 1)
     optimizer = create_optimizer(cfg.optim, model)
@@ -116,7 +118,7 @@ def test_onecycle_total_steps_can_be_fixed() -> None:
 @pytest.mark.parametrize(("overrides", "warmup", "floor"), [
     ([], STEPS, 0.0),  # the default: 1 epoch
     (["scheduler.warmup_epochs=2"], 2 * STEPS, 0.0),
-    (["scheduler.warmup_epochs=0", "scheduler.warmup_steps=7", "scheduler.min_lr_ratio=0.1"], 7, 0.1),
+    (["scheduler.warmup_steps=7", "scheduler.min_lr_ratio=0.1"], 7, 0.1),  # steps instead of the epoch
 ])
 def test_warmup_cosine_ramps_then_anneals(overrides: list[str], warmup: int, floor: float) -> None:
     _, optimizer, schedule = build("warmup_cosine", *overrides)
@@ -125,6 +127,21 @@ def test_warmup_cosine_ramps_then_anneals(overrides: list[str], warmup: int, flo
     assert lrs[0] == pytest.approx(LR / warmup)  # from ~0 ...
     assert lrs[warmup - 1] == pytest.approx(LR) == max(lrs)  # ... to optim.lr at the end of the warmup
     assert lrs[-1] == pytest.approx(LR * cos_anneal(1.0, floor, (T - 1 - warmup) / (T - warmup)))
+
+
+def test_warmup_cosine_takes_a_warmup_in_steps_from_the_command_line() -> None:
+    """`scheduler=warmup_cosine scheduler.warmup_steps=7`, validated: 7 steps replace the default epoch."""
+    cfg, optimizer, schedule = build("warmup_cosine", cli=("scheduler.warmup_steps=7",))
+    assert cfg.scheduler.warmup_epochs is None and schedule.warmup.steps == 7
+    assert lr_curve(optimizer, schedule) == pytest.approx([warmup_then_cosine(t, 7, T) for t in range(T)])
+
+
+@pytest.mark.parametrize(("epochs", "steps", "meant"), [(None, 0, 1), (None, 7, 0), (0, 0, 0), (2, 0, 2)])
+def test_a_null_warmup_epochs_is_one_epoch_unless_counted_in_steps(epochs: int | None, steps: int,
+                                                                  meant: int) -> None:
+    resolved = with_warmup_resolved({"_target_": "x", "warmup_epochs": epochs, "warmup_steps": steps})
+    assert resolved == {"_target_": "x", "warmup_epochs": meant, "warmup_steps": steps}
+    assert with_warmup_resolved({"_target_": "x"}) == {"_target_": "x"}  # a config from before the warm-up keys
 
 
 def test_warmup_cosine_factor_reaches_the_floor_at_the_end() -> None:
@@ -165,7 +182,7 @@ def test_an_interval_that_breaks_the_schedule_is_refused(scheduler: str, interva
     (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size must be >= 1"),
     (["scheduler=multistep", "scheduler.milestones=[4,2]"], "scheduler.milestones must be increasing"),
     (["scheduler=onecycle", "scheduler.pct_start=1.0"], "scheduler.pct_start must be in (0, 1)"),
-    (["scheduler=warmup_cosine", "scheduler.warmup_steps=100"],
+    (["scheduler=warmup_cosine", "scheduler.warmup_epochs=1", "scheduler.warmup_steps=100"],
      "scheduler.warmup_steps and warmup_epochs are both set (100 and 1): keep one, set the other to 0"),
     (["scheduler=cosine", "scheduler.warmup_steps=-1"], "scheduler.warmup_steps must be >= 0"),
     (["scheduler=warmup_cosine", "scheduler.min_lr_ratio=2"], "scheduler.min_lr_ratio must be in [0, 1]"),
@@ -307,6 +324,23 @@ def test_a_config_from_before_the_warmup_keys_resumes_as_what_it_meant(warmup: i
         check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
         return
     with pytest.raises(CheckpointError, match=r"\(scheduler\.warmup_epochs: checkpoint 2 vs requested 1\)"):
+        check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
+
+
+@pytest.mark.parametrize(("warmup", "refused"), [({"warmup_epochs": 1}, False),
+                                               ({"warmup_epochs": None, "warmup_steps": 100}, True)])
+def test_a_warmup_cosine_checkpoint_resumes_when_its_warmup_is_the_default_epoch(warmup: dict, refused: bool) -> None:
+    """warmup_cosine's warmup_epochs is null (1 epoch unless warmup_steps is set): a checkpoint that spells the
+    epoch out (made when it was 1) resumes under it; one that warmed up over 100 steps does not."""
+    wanted = OmegaConf.to_container(composed("scheduler=warmup_cosine"), resolve=True)
+    saved = copy.deepcopy(wanted)
+    saved["scheduler"] |= warmup
+    checkpoint = {"config": saved, "epoch": 1, "world_size": 1, "state": {"epoch": 1, "batch_in_epoch": 0}}
+    if not refused:
+        check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
+        return
+    with pytest.raises(CheckpointError, match=r"\(scheduler\.warmup_epochs: checkpoint 0 vs requested 1, "
+                                              r"scheduler\.warmup_steps: checkpoint 100 vs requested 0\)"):
         check_resume_config(checkpoint, wanted, "last.pt", world_size=1)
 
 

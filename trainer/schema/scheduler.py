@@ -11,6 +11,23 @@ from omegaconf import MISSING, SI
 from trainer.schema.checks import require
 
 INTERVALS = ("epoch", "step")
+DEFAULT_WARMUP_EPOCHS = 1  # what `warmup_epochs: null` warms up for, when warmup_steps is 0
+
+
+def warmup_epochs(epochs: int | None, steps: int) -> int:
+    """The epochs of a warm-up set as `warmup_epochs` `epochs` and `warmup_steps` `steps`: null means
+    DEFAULT_WARMUP_EPOCHS unless the warm-up is counted in steps."""
+    if epochs is None:
+        return 0 if steps else DEFAULT_WARMUP_EPOCHS
+    return epochs
+
+
+def with_warmup_resolved(scheduler: dict) -> dict:
+    """A scheduler section (a plain dict, as checkpoints store it) with a null `warmup_epochs` replaced by the
+    epochs it means: two configs that warm up alike then compare equal."""
+    if "warmup_epochs" not in scheduler:
+        return scheduler
+    return {**scheduler, "warmup_epochs": warmup_epochs(scheduler["warmup_epochs"], scheduler.get("warmup_steps") or 0)}
 
 
 @dataclass
@@ -21,7 +38,8 @@ class SchedulerConfig:
     keys say: an epoch-counting schedule stepped per batch would run through its whole course in one epoch.
 
     `warmup_epochs` or `warmup_steps` (at most one) puts a linear warm-up in front of any schedule, ramped after
-    every optimizer step from 1/N of the schedule's starting lr up to it; the schedule then runs the rest of the
+    every optimizer step from 1/N of the schedule's starting lr up to it (`warmup_epochs: null`, warmup_cosine's
+    default: DEFAULT_WARMUP_EPOCHS epoch unless warmup_steps is set); the schedule then runs the rest of the
     run (a cosine T_max that follows trainer.max_epochs and a null total_steps shrink by the warm-up). A per-epoch
     schedule starts at the first whole epoch after the warm-up; its epochs (step_size, milestones) count from there.
     """
@@ -30,12 +48,13 @@ class SchedulerConfig:
     _target_: str = MISSING
     _partial_: bool = True
     interval: str = "epoch"
-    warmup_epochs: int = 0  # a linear warm-up over the first N epochs, stepped per batch
+    warmup_epochs: int | None = 0  # a linear warm-up over the first N epochs, stepped per batch (null: see above)
     warmup_steps: int = 0  # or over the first N optimizer steps
 
     def __post_init__(self) -> None:
         require(self.interval in self.intervals, "interval", " or ".join(self.intervals), self.interval)
-        require(self.warmup_epochs >= 0, "warmup_epochs", ">= 0", self.warmup_epochs)
+        require(self.warmup_epochs is None or self.warmup_epochs >= 0, "warmup_epochs", ">= 0 or null",
+                self.warmup_epochs)
         require(self.warmup_steps >= 0, "warmup_steps", ">= 0", self.warmup_steps)
         if self.warmup_epochs and self.warmup_steps:
             raise ValueError(f"warmup_steps and warmup_epochs are both set ({self.warmup_steps} and "
@@ -134,8 +153,9 @@ class OneCycleSchedulerConfig(SchedulerConfig):
 
 @dataclass
 class WarmupCosineSchedulerConfig(SchedulerConfig):
-    """`scheduler=warmup_cosine`: a linear warm-up (1 epoch unless `warmup_epochs`/`warmup_steps` say otherwise),
-    then cosine from optim.lr down to `min_lr_ratio` x optim.lr at the end of the run; stepped per batch.
+    """`scheduler=warmup_cosine`: a linear warm-up (`warmup_steps` steps, or `warmup_epochs` epochs; by default,
+    null, DEFAULT_WARMUP_EPOCHS epoch unless warmup_steps is set), then cosine from optim.lr down to
+    `min_lr_ratio` x optim.lr at the end of the run; stepped per batch.
 
     `total_steps` left null is the run's length after the warm-up (the loader's batches x trainer.max_epochs).
     """
@@ -143,7 +163,7 @@ class WarmupCosineSchedulerConfig(SchedulerConfig):
     intervals: ClassVar[tuple[str, ...]] = ("step",)  # step only
     _target_: str = "trainer.training.optim.warmup_cosine"
     interval: str = "step"
-    warmup_epochs: int = 1
+    warmup_epochs: int | None = None  # null: DEFAULT_WARMUP_EPOCHS unless warmup_steps is set
     min_lr_ratio: float = 0.0
     total_steps: int | None = None  # null: the run's length after the warm-up
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from trainer.schema.optim import TRAINER_KEYS
+from trainer.schema.scheduler import warmup_epochs
 from trainer.training.muon import Muon
 from trainer.training.param_groups import parameter_groups
 
@@ -208,7 +209,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, *, total_steps: int, min_lr_
 def create_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, *, steps_per_epoch: int,
                      max_epochs: int, start_epoch: int = 0) -> Scheduler:
     """The scheduler of `cfg._target_` over `optimizer`, for a run of `max_epochs` x `steps_per_epoch` batches,
-    behind a linear warm-up of `warmup_steps` (or `warmup_epochs` x steps_per_epoch) optimizer steps.
+    behind a linear warm-up of `warmup_steps` (or `warmup_epochs` x steps_per_epoch) optimizer steps (a null
+    `warmup_epochs`: trainer.schema.scheduler.warmup_epochs).
 
     Keys that measure the run and are left null in the config (`total_steps`) are filled in here, the loader length
     being known only once the data is built; they, and a cosine `T_max` that follows `trainer.max_epochs`, measure
@@ -222,7 +224,8 @@ def create_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, *, steps
     """
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     interval = kwargs.pop("interval")
-    warmup_steps = kwargs.pop("warmup_steps", 0) + kwargs.pop("warmup_epochs", 0) * steps_per_epoch
+    steps = kwargs.pop("warmup_steps", 0)
+    warmup_steps = steps + warmup_epochs(kwargs.pop("warmup_epochs", 0), steps) * steps_per_epoch
     run_epochs = max_epochs
     if start_epoch:
         for group in optimizer.param_groups:  # a restored optimizer holds the old schedule's last lr
