@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import re
 
 import pytest
@@ -13,6 +15,8 @@ from torch import nn
 from tests.conftest import CONFIGS, REPO, compose, composed, convnet, run_cli_in_process
 from trainer.errors import ConfigError
 from trainer.schema import validate
+from trainer.schema.optim import MuonConfig
+from trainer.training.muon import Muon
 from trainer.training.optim import (
     create_optimizer,
     fast_kernel_kwargs,
@@ -70,6 +74,15 @@ def test_defaults(option: str, expected: dict) -> None:
     group = optimizer.param_groups[0]
     for key, value in expected.items():
         assert group[key] == pytest.approx(value), key
+
+
+def test_muon_takes_every_setting_from_its_schema() -> None:
+    """Muon has no defaults of its own to drift from MuonConfig's: each setting is required and a schema key
+    (fused and foreach, the kernel choice, are torch's)."""
+    parameters = inspect.signature(Muon).parameters
+    settings = [name for name in parameters if name not in ("params", "fused", "foreach")]
+    assert [name for name in settings if parameters[name].default is not inspect.Parameter.empty] == []
+    assert set(settings) <= {field.name for field in dataclasses.fields(MuonConfig)}
 
 
 def test_sgd_nesterov_option_reaches_torch() -> None:

@@ -16,13 +16,15 @@ class Muon(torch.optim.Optimizer):
     so an LR scheduler sets both), and its `state` is theirs, so `state_dict()` / `load_state_dict()` are torch's
     own and round-trip exactly. `fused`/`foreach` choose the AdamW part's kernel (torch's Muon has one kernel).
     With `scheduler=onecycle`, the cycled momentum is Muon's (`optimizer.defaults` holds `momentum`, not `betas`).
+
+    No setting has a default of its own: the config supplies each (MuonConfig in trainer/schema/optim.py); `fused`
+    and `foreach` left None are torch's kernel choice.
     """
 
-    def __init__(self, params: Iterable[dict[str, Any]], lr: float = 3e-3, weight_decay: float = 0.01, *,
-                 momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5,
-                 adjust_lr_fn: str = "match_rms_adamw", adamw_lr_ratio: float = 1.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, amsgrad: bool = False,
-                 fused: bool | None = None, foreach: bool | None = None) -> None:
+    def __init__(self, params: Iterable[dict[str, Any]], lr: float, weight_decay: float, *, momentum: float,
+                 nesterov: bool, ns_steps: int, adjust_lr_fn: str, adamw_lr_ratio: float,
+                 betas: tuple[float, float], eps: float, amsgrad: bool, fused: bool | None = None,
+                 foreach: bool | None = None) -> None:
         groups = [group if isinstance(group, dict) else {"params": [group]} for group in params]
         matrices = [group for group in groups if group.get("use_muon")]
         others = [group for group in groups if not group.get("use_muon")]
