@@ -7,7 +7,9 @@ from pathlib import Path
 
 from trainer.errors import CheckpointError
 from trainer.schema.model import RUN_ONLY_KEYS, WEIGHT_SOURCE_KEYS
+from trainer.schema.optim import OptimConfig
 from trainer.schema.run import monitor_mode
+from trainer.schema.scheduler import with_warmup_resolved
 
 # Modules that have moved: a checkpoint made before names its `_target_`s by the old paths.
 MOVED_MODULES = {"trainer.optim.": "trainer.training.optim.", "trainer.augment.": "trainer.data.augment.",
@@ -84,8 +86,12 @@ SPEED_ONLY_KEYS = ("data.num_workers", "data.in_memory", "data.root", "data.down
 
 
 def resume_view(cfg: dict, world_size: int) -> dict:
-    """What of a run's config (resolved, as checkpoints store it) and process count a resume must keep."""
-    return {key: value_at(cfg, key) for key in RESUME_KEYS} | {"world_size": world_size}
+    """What of a run's config (resolved, as checkpoints store it) and process count a resume must keep; a null
+    scheduler.warmup_epochs as the epochs it means."""
+    view = {key: value_at(cfg, key) for key in RESUME_KEYS} | {"world_size": world_size}
+    if isinstance(view["scheduler"], dict):
+        view["scheduler"] = with_warmup_resolved(view["scheduler"])
+    return view
 
 
 def follows_length(cfg: dict) -> bool:
@@ -192,7 +198,8 @@ def with_legacy_data(saved: dict, wanted: dict, path: str | Path) -> dict:
 # The optim and scheduler keys that came with per-group lrs, lr scaling and warm-ups, and what a config saved before
 # them meant. scheduler=warmup_cosine then said its warm-up as `warmup` + `warmup_unit` (and its schedule's saved
 # state carries that warm-up, so it resumes as it would have run).
-LEGACY_OPTIM = {"layer_decay": None, "head_lr_mult": None, "scale_lr_with_batch": None, "base_batch_size": 256}
+LEGACY_OPTIM = {key: getattr(OptimConfig, key)  # the schema's defaults: what runs before these keys trained with
+                for key in ("layer_decay", "head_lr_mult", "scale_lr_with_batch", "base_batch_size")}
 LEGACY_SCHEDULER = {"warmup_epochs": 0, "warmup_steps": 0}
 
 
