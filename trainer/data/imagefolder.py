@@ -8,6 +8,7 @@ images get the same unless the augment option crops to size itself. With no `val
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,11 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from trainer.data.base import DataModule
+from trainer.data.capabilities import DECODERS, DEFAULT_DECODER
+from trainer.data.decoders import PIL_ERRORS, load_image, load_tensor, pil_mode
 from trainer.data.splits import held_out
 from trainer.data.transforms import TransformedDataset, eval_transform, resize_ops, train_transform
-from trainer.errors import DataError
+from trainer.errors import ConfigError, DataError
 
 log = logging.getLogger("trainer")
 
@@ -26,15 +29,6 @@ if TYPE_CHECKING:
     from torchvision.datasets import ImageFolder
 
     from trainer.data.augment import Augment
-
-
-def load_image(path: str, mode: str) -> Image.Image:
-    """Decode one file as RGB or grey ("L"), whatever mode it was saved in; a DataError names a bad file."""
-    try:
-        with open(path, "rb") as handle:
-            return Image.open(handle).convert(mode)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"cannot read image {path}: {err}; fix or remove it, or set data.skip_corrupt=true") from None
 
 
 def drop_corrupt(folder: ImageFolder) -> int:
@@ -45,7 +39,7 @@ def drop_corrupt(folder: ImageFolder) -> int:
             with Image.open(path) as image:
                 image.verify()
             good.append((path, label))
-        except (OSError, SyntaxError, ValueError):
+        except PIL_ERRORS:
             log.warning("skipping unreadable image %s", path)
     dropped = len(folder.samples) - len(good)
     folder.samples = folder.imgs = good
@@ -53,8 +47,17 @@ def drop_corrupt(folder: ImageFolder) -> int:
     return dropped
 
 
-def scan_folder(key: str, folder: Path, mode: str) -> ImageFolder:
-    """ImageFolder over `folder`, or a DataError saying what is wrong with the tree."""
+def image_loader(decoder: str, channels: int) -> Callable[[str], Any]:
+    """What the loader workers turn each file path into, for `data.decoder` (see trainer/data/decoders.py)."""
+    if decoder == "pil":
+        return partial(load_image, mode=pil_mode(channels))
+    if decoder == "torchvision":
+        return partial(load_tensor, channels=channels)
+    raise ConfigError(f"data.decoder must be one of {', '.join(DECODERS)} (got {decoder!r})")
+
+
+def scan_folder(key: str, folder: Path, loader: Callable[[str], Any]) -> ImageFolder:
+    """ImageFolder over `folder` whose samples `loader` reads, or a DataError saying what is wrong with the tree."""
     from torchvision.datasets import ImageFolder
 
     layout = f"expected one sub-folder of images per class, e.g. {folder}/<class>/<image>.png"
@@ -63,7 +66,7 @@ def scan_folder(key: str, folder: Path, mode: str) -> ImageFolder:
     if not any(entry.is_dir() for entry in folder.iterdir()):
         raise DataError(f"data.{key} {folder} has no class folders ({layout})")
     try:
-        return ImageFolder(str(folder), loader=partial(load_image, mode=mode))
+        return ImageFolder(str(folder), loader=loader)
     except FileNotFoundError as err:  # a class folder without a single image file
         raise DataError(f"data.{key} {folder}: {err}") from None
 
@@ -72,8 +75,10 @@ class ImageFolderDataModule(DataModule):
     def __init__(self, train_dir: str, val_dir: str | None = None, val_fraction: float = 0.1,
                  split_seed: int = 0, crop_fraction: float = 0.875, mean: list[float] = (0.485, 0.456, 0.406),
                  std: list[float] = (0.229, 0.224, 0.225), skip_corrupt: bool = False, test_dir: str | None = None,
-                 **common) -> None:
+                 decoder: str = DEFAULT_DECODER, **common) -> None:
         super().__init__(**common)
+        self.loader = image_loader(decoder, self.in_channels)  # fails on an unknown decoder before any scan
+        self.decoder = decoder
         self.train_dir = Path(train_dir).expanduser()
         self.val_dir = Path(val_dir).expanduser() if val_dir else None
         self.test_dir = Path(test_dir).expanduser() if test_dir else None
@@ -94,8 +99,7 @@ class ImageFolderDataModule(DataModule):
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, Dataset | None]:
         """Train and val sets (val_dir, or a held-out part of train_dir), and test_dir's set or None."""
-        mode = "L" if self.in_channels == 1 else "RGB"
-        train = self.scan("train_dir", self.train_dir, mode)
+        train = self.scan("train_dir", self.train_dir)
         self.check_train_classes(train)
         self.classes = list(train.classes)
         fit = resize_ops(**self.eval_resize())
@@ -108,20 +112,20 @@ class ImageFolderDataModule(DataModule):
             train_set: Dataset = TransformedDataset(Subset(train, train_idx.tolist()), train_tf)
             val_set: Dataset = TransformedDataset(Subset(train, val_idx.tolist()), eval_tf)
         else:
-            val_set = self.scan_like(train, "val_dir", self.val_dir, mode)
+            val_set = self.scan_like(train, "val_dir", self.val_dir)
             train.transform, val_set.transform = train_tf, eval_tf
             train_set = train
         test_set = None
         if self.test_dir is not None:
-            test_set = self.scan_like(train, "test_dir", self.test_dir, mode)
+            test_set = self.scan_like(train, "test_dir", self.test_dir)
             test_set.transform = eval_tf
         if self.skipped_corrupt:
             log.warning("data.skip_corrupt: skipped %d unreadable image(s)", self.skipped_corrupt)
         return train_set, val_set, test_set
 
-    def scan(self, key: str, folder: Path, mode: str) -> ImageFolder:
+    def scan(self, key: str, folder: Path) -> ImageFolder:
         """`scan_folder`, less the unreadable images with `skip_corrupt` (counted in `skipped_corrupt`)."""
-        found = scan_folder(key, folder, mode)
+        found = scan_folder(key, folder, self.loader)
         if self.skip_corrupt:
             self.skipped_corrupt += drop_corrupt(found)
         return found
@@ -134,9 +138,9 @@ class ImageFolderDataModule(DataModule):
             raise DataError(f"data.train_dir {self.train_dir} has {len(train.classes)} class folders but "
                             f"data.num_classes={self.num_classes}: set data.num_classes={len(train.classes)}")
 
-    def scan_like(self, train: ImageFolder, key: str, folder: Path, mode: str) -> ImageFolder:
+    def scan_like(self, train: ImageFolder, key: str, folder: Path) -> ImageFolder:
         """The folder of data.`key`, which must have train_dir's class folders."""
-        found = self.scan(key, folder, mode)
+        found = self.scan(key, folder)
         if found.classes != train.classes:
             missing = sorted(set(train.classes) - set(found.classes))
             extra = sorted(set(found.classes) - set(train.classes))

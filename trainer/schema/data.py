@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING, SI
 
-from trainer.data.capabilities import IN_MEMORY_OPTIONS, SAMPLERS
+from trainer.data.capabilities import DECODERS, DEFAULT_DECODER, IN_MEMORY_OPTIONS, SAMPLERS
 from trainer.schema.checks import require
 
 
@@ -145,12 +145,15 @@ class ImageFolderConfig(DataConfig):
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet statistics
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     skip_corrupt: bool = False  # true: drop unreadable images (logged) instead of stopping at the first one
+    # torchvision: libjpeg-turbo/libpng straight to tensors in the workers (the same pixels as pil, faster); pil
+    decoder: str = DEFAULT_DECODER
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.folds is None or self.val_dir is None, "folds", "null when data.val_dir is given (folds split "
                 "train_dir)", self.folds)
         require(self.in_channels in (1, 3), "in_channels", "1 (grey) or 3 (RGB)", self.in_channels)
+        require(self.decoder in DECODERS, "decoder", f"one of {', '.join(DECODERS)}", self.decoder)
         require(not self.in_memory, "in_memory", "false for imagefolder, whose images are decoded per sample "
                 f"(in_memory=true suits {', '.join(IN_MEMORY_OPTIONS)})", self.in_memory)
         require(0.0 < self.val_fraction < 1.0, "val_fraction", "in (0, 1)", self.val_fraction)

@@ -82,7 +82,7 @@ def check_freezing(saved: dict, wanted: dict, path: str | Path) -> None:
 RESUME_KEYS = ("seed", "data", "optim", "scheduler", "trainer.accumulate_grad_batches", "trainer.limit_train_batches",
                "trainer.overfit_batches", "trainer.max_epochs")
 # data keys that change only how fast the same batches come (augmentation draws aside), or where the same files lie
-SPEED_ONLY_KEYS = ("data.num_workers", "data.in_memory", "data.root", "data.download")
+SPEED_ONLY_KEYS = ("data.num_workers", "data.in_memory", "data.root", "data.download", "data.decoder")
 
 
 def resume_view(cfg: dict, world_size: int) -> dict:

@@ -1,0 +1,86 @@
+"""`data.decoder`: torchvision's decoders give Pillow's pixels (JPEG up to libjpeg rounding, PNG exactly), the same
+labels and classes, and the same errors for files neither can read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer.data.decoders import load_image, load_tensor, to_grey
+from trainer.data.imagefolder import ImageFolderDataModule
+from trainer.errors import DataError
+
+
+def write_photos(root: Path, per_class: int = 2) -> Path:
+    """`root/<class>/<i>.jpg|png`: smooth colour fields with noise, in sizes neither square nor equal."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("ant", "bee", "cow")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            height, width = 18 + 5 * i + label, 26 - 3 * i
+            ramp = np.linspace(0, 200, width)[None, :, None] + np.linspace(0, 50, height)[:, None, None]
+            pixels = np.clip(ramp + rng.normal(0, 20, (height, width, 3)) + 30 * label, 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            image.save(root / name / f"{i}.jpg", quality=85)
+            image.save(root / name / f"{i}.png")
+    return root
+
+
+def folder_module(tree: Path, channels: int = 3, **keys) -> ImageFolderDataModule:
+    """`data=imagefolder` on `tree` (train and val), un-normalised (mean 0, std 1), set up without augmentation."""
+    datamodule = ImageFolderDataModule(str(tree), str(tree), mean=[0.0] * channels, std=[1.0] * channels,
+                                       **{"batch_size": 4, "num_workers": 0, "num_classes": 3,
+                                          "in_channels": channels, "image_size": 16} | keys)
+    datamodule.setup()
+    return datamodule
+
+
+def eval_images(tree: Path, decoder: str, channels: int) -> tuple[torch.Tensor, list[int], list[str], list[str]]:
+    """Every image of `tree` after the eval transform, with its label and path, and the classes."""
+    datamodule = folder_module(tree, channels, decoder=decoder)
+    val = datamodule.val_set
+    images = torch.stack([val[i][0] for i in range(len(val))])
+    return images, [label for _, label in val.samples], [path for path, _ in val.samples], datamodule.classes
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_torchvision_decodes_the_pixels_pil_decodes(tmp_path: Path, grey: bool) -> None:
+    tree = write_photos(tmp_path / "tree")
+    pil, pil_labels, paths, pil_classes = eval_images(tree, "pil", 1 if grey else 3)
+    fast, labels, fast_paths, classes = eval_images(tree, "torchvision", 1 if grey else 3)
+    assert (labels, fast_paths, classes) == (pil_labels, paths, pil_classes) and classes == ["ant", "bee", "cow"]
+    assert pil.shape == fast.shape == (12, 1 if grey else 3, 16, 16)
+    png = torch.tensor([path.endswith(".png") for path in paths])
+    assert png.sum() == 6
+    assert torch.equal(fast[png], pil[png])  # PNG: the very same pixels
+    assert (fast[~png] - pil[~png]).abs().max() <= 2 / 255  # JPEG: libjpeg-turbo's rounding at most
+
+
+def test_files_torchvision_does_not_read_go_through_pillow_and_bad_files_fail_alike(tmp_path: Path) -> None:
+    pixels = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    Image.fromarray(pixels).save(tmp_path / "a.bmp")
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "g.png")  # a grey PNG, read as RGB and as grey
+    decoded = load_tensor(str(tmp_path / "a.bmp"), channels=3)
+    assert decoded.dtype == torch.uint8 and torch.equal(decoded, torch.from_numpy(pixels).permute(2, 0, 1))
+    grey_as_rgb = load_tensor(str(tmp_path / "g.png"), channels=3)
+    assert torch.equal(grey_as_rgb, torch.from_numpy(pixels[..., 0]).expand(3, 5, 7))
+    assert torch.equal(load_tensor(str(tmp_path / "g.png"), channels=1)[0], torch.from_numpy(pixels[..., 0]))
+    pil_grey = np.array(load_image(str(tmp_path / "a.bmp"), "L"))
+    assert torch.equal(to_grey(decoded)[0], torch.from_numpy(pil_grey))  # Pillow's own RGB -> L weights
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    for read in (lambda p: load_tensor(p, channels=3), lambda p: load_image(p, "RGB")):
+        with pytest.raises(DataError, match=rf"cannot read image {bad}: .*set data.skip_corrupt=true"):
+            read(str(bad))
+
+
+def test_the_decoder_key_names_its_choices_and_defaults_to_torchvision() -> None:
+    from trainer.schema.data import ImageFolderConfig
+
+    assert ImageFolderConfig(train_dir="t", num_classes=3).decoder == "torchvision"
+    with pytest.raises(ValueError, match="decoder must be one of torchvision, pil"):
+        ImageFolderConfig(train_dir="t", num_classes=3, decoder="nvjpeg")
