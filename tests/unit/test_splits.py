@@ -141,7 +141,7 @@ def test_shared_mnist_val_fraction_zero_validates_on_the_test_split(shared_mnist
 def test_in_memory_and_dataloader_test_batches_agree_per_shard(tmp_path: Path) -> None:
     write_mnist_like(tmp_path, "mnist", num_test=11)
     loader_path, device_path = (build("data=mnist", f"data.root={tmp_path}", "data.batch_size=4",
-                                      f"data.in_memory={flag}") for flag in ("false", "true"))
+                                      "data.eval_batch_size=4", f"data.in_memory={flag}") for flag in ("false", "true"))
     for rank, world_size in ((0, 1), (1, 2)):
         ours = list(device_path.test_loader(rank=rank, world_size=world_size))
         theirs = list(loader_path.test_loader(rank=rank, world_size=world_size))

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler, Subset, TensorDataset
 
 from trainer.data.batch_augment import BatchAugment
-from trainer.data.capabilities import SAMPLERS
+from trainer.data.capabilities import SAMPLERS, eval_batch
 from trainer.data.in_memory import DeviceTrainBatches, DeviceValBatches, Normalizer, TensorSplits
 from trainer.data.sampler import EpochSampler, check_shard, class_balance_weights
+from trainer.data.seeding import SeededOrder, SeededSamples, seed_worker
 from trainer.data.splits import dataset_labels
 from trainer.errors import ConfigError
 
 if TYPE_CHECKING:
     from trainer.data.augment import Augment
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's RNGs in a loader worker from the seed torch gave that worker."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class DataModule:
@@ -36,7 +28,9 @@ class DataModule:
     `_loader` batches by indexing. `val_set` picks the best checkpoint; `test_set` (None when the data set has no
     test split) is for scoring once after training, and is `val_set` itself when `val_is_test`.
     Loaders are deterministic: the train order is a function of (seed, epoch) (see sampler.py), drawn class-
-    balanced with `sampler="balanced"`.
+    balanced with `sampler="balanced"`, and so is each training sample's augmentation (see seeding.py).
+    Val and test batches hold `eval_batch_size` samples (null: twice `batch_size`, capabilities.eval_batch).
+    `pin_memory` (null: auto) and `prefetch_factor` (null: torch's default) are DataLoader settings.
     With `in_memory`, subclasses implement `tensor_splits()` instead: the sets then hold the decoded (not
     normalised) tensors, and the loaders batch, augment and normalise them on the device.
     Subclasses implement `normalization()`, the one source of the mean/std that both paths normalise with
@@ -45,11 +39,15 @@ class DataModule:
 
     def __init__(self, batch_size: int, num_workers: int, num_classes: int, in_channels: int,
                  image_size: int, in_memory: bool = False, sampler: str = "shuffle", folds: int | None = None,
-                 fold: int = 0) -> None:
+                 fold: int = 0, eval_batch_size: int | None = None, prefetch_factor: int | None = None,
+                 pin_memory: bool | None = None) -> None:
         if sampler not in SAMPLERS:
             raise ConfigError(f"data.sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch(batch_size, eval_batch_size)
         self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory = pin_memory
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.image_size = image_size
@@ -65,6 +63,7 @@ class DataModule:
         self._worker_seeds: torch.Generator | None = None
         self._device_train: DeviceTrainBatches | None = None
         self._train_labels: tuple[Dataset, torch.Tensor] | None = None
+        self.collate_fn: Any = None  # how the DataLoader path batches samples (None: torch's default_collate)
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, Dataset | None]:
         """(train, val, test), the test set None when the data set has no test split."""
@@ -142,18 +141,22 @@ class DataModule:
         self.train_set = self.val_set = subset
         self.shuffle_train = False
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | Iterable[int], pin_memory: bool,
-                generator: torch.Generator) -> DataLoader:
+    def pins(self, auto: bool) -> bool:
+        """Whether loaders pin their batches: `data.pin_memory` when set, else `auto` (the training device is CUDA)."""
+        return auto if self.pin_memory is None else self.pin_memory
+
+    def _loader(self, dataset: Dataset, sampler: Sampler | Iterable, batch_size: int, pin_memory: bool,
+                generator: torch.Generator, collate_fn: Any = None) -> DataLoader:
         """Every loader gets its own generator: creating an iterator draws a worker seed from it, and
         drawing from the global RNG instead would shift dropout and mixup after a mid-epoch resume."""
         if isinstance(dataset, TensorDataset) and self.num_workers == 0:
             # Whole batches by one tensor index each: no per-sample Python, no collate.
-            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, self.batch_size, False),
-                              pin_memory=pin_memory, generator=generator)
+            return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, False),
+                              pin_memory=self.pins(pin_memory), generator=generator)
         return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, generator=generator,
-            num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=pin_memory,
-            persistent_workers=self.num_workers > 0, drop_last=False)
+            dataset, batch_size=batch_size, sampler=sampler, generator=generator, collate_fn=collate_fn,
+            num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.pins(pin_memory),
+            persistent_workers=self.num_workers > 0, prefetch_factor=self.prefetch_factor, drop_last=False)
 
     def train_loader(self, seed: int, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
                      world_size: int = 1) -> DataLoader | DeviceTrainBatches:
@@ -161,6 +164,7 @@ class DataModule:
         only; call `set_train_epoch` before each epoch.
 
         `device` is where `in_memory` batches are made (None: the CPU); the DataLoader path ignores it.
+        `pin_memory` is the auto value (whether the training device is CUDA), which `data.pin_memory` overrides.
         """
         weights = class_balance_weights(self.train_labels()) if self.sampler == "balanced" else None
         self.train_sampler = EpochSampler(len(self.train_set), self.batch_size, self.shuffle_train, seed, rank,
@@ -173,7 +177,10 @@ class DataModule:
             return self._device_train
         self._device_train = None
         self._worker_seeds = torch.Generator()
-        return self._loader(self.train_set, self.train_sampler, pin_memory, self._worker_seeds)
+        if isinstance(self.train_set, TensorDataset):  # no per-sample transform, so nothing to seed
+            return self._loader(self.train_set, self.train_sampler, self.batch_size, pin_memory, self._worker_seeds)
+        return self._loader(SeededSamples(self.train_set), SeededOrder(self.train_sampler), self.batch_size,
+                            pin_memory, self._worker_seeds, self.collate_fn)
 
     def set_train_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Fix the epoch's batch order (and loader-worker seeds) from (seed, epoch); start at `start_batch`."""
@@ -203,9 +210,9 @@ class DataModule:
         check_shard(rank, world_size)
         if self.in_memory:
             images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in dataset.tensors)
-            return DeviceValBatches(images, labels, self._normalizer(device), self.batch_size)
+            return DeviceValBatches(images, labels, self._normalizer(device), self.eval_batch_size)
         sampler = SequentialSampler(dataset) if world_size == 1 else range(rank, len(dataset), world_size)
-        return self._loader(dataset, sampler, pin_memory, torch.Generator())
+        return self._loader(dataset, sampler, self.eval_batch_size, pin_memory, torch.Generator(), self.collate_fn)
 
     def _normalizer(self, device: torch.device | None) -> Normalizer:
         return Normalizer(*self.normalization(), torch.device(device or "cpu"))

@@ -17,7 +17,7 @@ DECODERS: tuple[str, ...] = ("torchvision", "pil")
 DEFAULT_DECODER: str = DECODERS[0]
 
 
-def eval_batch_size(batch_size: int, eval_batch_size: int | None) -> int:
+def eval_batch(batch_size: int, eval_batch_size: int | None) -> int:
     """The val/test batch (`data.eval_batch_size`): as given, or twice the training batch when null (no
     gradients or optimizer state are kept at eval time, so twice the batch fits where the training batch does)."""
     return eval_batch_size if eval_batch_size is not None else 2 * batch_size

@@ -59,6 +59,12 @@ class EpochSampler(Sampler[int]):
         """A generator seeded for this epoch (also used to seed loader workers)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
+    def sample_seeds(self) -> torch.Tensor:
+        """One seed per position of the epoch's (unpadded) order, from (seed, epoch) alone: what the per-sample
+        augmentation of the sample at that position draws from (trainer/data/seeding.py)."""
+        generator = torch.Generator().manual_seed(self.epoch_generator().initial_seed() + 3)
+        return torch.randint(0, 2**62, (max(self.length, 1),), generator=generator)
+
     @property
     def shard_size(self) -> int:
         """Samples per rank and epoch: the padded epoch divided by `world_size`."""

@@ -17,7 +17,10 @@ class DataConfig:
 
     _target_: str = MISSING
     batch_size: int = 64
+    eval_batch_size: int | None = None  # val/test batches; null: 2 x batch_size (no gradients to keep at eval time)
     num_workers: int = 0  # 0 keeps the fast path of tensor-backed sets (whole batches sliced from one tensor)
+    prefetch_factor: int | None = None  # batches each loader worker loads ahead; null: torch's default (2)
+    pin_memory: bool | None = None  # page-locked batches for faster copies to the GPU; null: on when training on CUDA
     num_classes: int = MISSING
     in_channels: int = MISSING
     image_size: int = MISSING
@@ -30,6 +33,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, "batch_size", "> 0", self.batch_size)
+        require(self.eval_batch_size is None or self.eval_batch_size > 0, "eval_batch_size", "> 0 or null",
+                self.eval_batch_size)
+        require(self.prefetch_factor is None or self.prefetch_factor >= 1, "prefetch_factor", ">= 1 or null",
+                self.prefetch_factor)
+        require(self.prefetch_factor is None or self.num_workers > 0, "prefetch_factor", "null with "
+                "data.num_workers=0 (it counts batches each worker process loads ahead; there are none)",
+                self.prefetch_factor)
         require(self.folds is None or self.folds >= 2, "folds", ">= 2 or null", self.folds)
         require(0 <= self.fold < (self.folds or 1), "fold", f"in 0..{(self.folds or 1) - 1} (data.folds="
                 f"{self.folds})", self.fold)

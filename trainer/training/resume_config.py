@@ -81,8 +81,10 @@ def check_freezing(saved: dict, wanted: dict, path: str | Path) -> None:
 # too: the optimizer's settings, its lr among them, come back from the checkpoint, so a changed one would be ignored.
 RESUME_KEYS = ("seed", "data", "optim", "scheduler", "trainer.accumulate_grad_batches", "trainer.limit_train_batches",
                "trainer.overfit_batches", "trainer.max_epochs")
-# data keys that change only how fast the same batches come (augmentation draws aside), or where the same files lie
-SPEED_ONLY_KEYS = ("data.num_workers", "data.in_memory", "data.root", "data.download", "data.decoder")
+# data keys that change only how fast the same batches come (in_memory's and decoder=cuda's augmentation draws
+# aside), or where the same files lie
+SPEED_ONLY_KEYS = ("data.num_workers", "data.in_memory", "data.root", "data.download", "data.decoder",
+                   "data.eval_batch_size", "data.prefetch_factor", "data.pin_memory")
 
 
 def resume_view(cfg: dict, world_size: int) -> dict:

@@ -105,7 +105,7 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
                      every_n_steps=regularization.ema_every_n_steps) if regularization.ema_decay else None
     train_model = compile_model(wrap_model(model, ctx, device), tcfg.compile, tcfg.compile_mode,
                                 tcfg.compile_backend)
-    pin_memory = device.type == "cuda"
+    pin_memory = device.type == "cuda"  # the auto value, which data.pin_memory overrides (DataModule.pins)
     shard = {"device": device, "rank": ctx.rank, "world_size": ctx.world_size}
     train_loader = datamodule.train_loader(cfg.seed, pin_memory, **shard)
     val_loader = datamodule.val_loader(pin_memory, **shard)
