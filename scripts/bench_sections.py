@@ -1,5 +1,5 @@
-"""The benchmark's five sections (run by scripts/benchmark.py): each measures, then returns its Section: a table,
-its checks against the targets below, and the raw numbers."""
+"""The benchmark's sections (run by scripts/benchmark.py; the image-folder one is in scripts/bench_imagefolder.py):
+each measures, then returns its Section: a table, its checks against the targets below, and the raw numbers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from bench_imagefolder import FULL_FOLDER, QUICK_FOLDER, FolderPlan, bench_imagefolder
 from bench_measure import (
     REPO,
     Round,
@@ -77,12 +78,14 @@ class Plan:
     gpu_batches: int
     gpu_warmup: int  # compiles the model when torch.compile is on
     compile_mode: str = "default"  # torch.compile mode of the GPU section's compiled run
+    imagefolder: FolderPlan = FULL_FOLDER  # the image-folder section's sizes (scripts/bench_imagefolder.py)
 
 
 FULL = Plan(rounds=5, batches={"simple_cnn": 30, "resnet18": 8}, warmup={"simple_cnn": 5, "resnet18": 2},
             job_runs=5, startup_runs=5, data_batches=None, data_warmup=5, gpu_batches=20, gpu_warmup=5)
 QUICK = Plan(rounds=2, batches={"simple_cnn": 4, "resnet18": 1}, warmup={"simple_cnn": 2, "resnet18": 1},
-             job_runs=1, startup_runs=2, data_batches=8, data_warmup=2, gpu_batches=5, gpu_warmup=3)
+             job_runs=1, startup_runs=2, data_batches=8, data_warmup=2, gpu_batches=5, gpu_warmup=3,
+             imagefolder=QUICK_FOLDER)
 
 
 def fake_data_config(model: str, image_size: int, num_classes: int, batch_size: int, batches: int, device: str,
@@ -319,4 +322,5 @@ def bench_gpu(plan: Plan, say: Say) -> Section:
 
 SECTIONS: dict[str, Callable[[Plan, Say], Section]] = {
     "overhead": bench_overhead, "job": bench_job, "startup": bench_startup, "data": bench_data, "gpu": bench_gpu,
+    "imagefolder": bench_imagefolder,
 }

@@ -9,10 +9,14 @@ Everything runs in one invocation, so the figures are comparable (same machine, 
 3. startup   `python -m trainer --help` and `--cfg job`, and whether they import torch.
 4. data      one MNIST epoch with `data.in_memory=true` against the DataLoader path (0 and 2 workers).
 5. gpu       ResNet-50, 224 px, batch 256, bf16 + channels_last, with and without torch.compile (CUDA only).
+6. imagefolder  one epoch of resnet18 at 32 px on the shared CIFAR-10 subset written as JPEGs: `python -m trainer`
+             end to end against a minimal ImageFolder + DataLoader loop, per data.decoder, and the train loader alone
+             (scripts/bench_imagefolder.py).
 
     .venv/bin/python scripts/benchmark.py               # everything (tens of minutes on 2 CPU cores)
     .venv/bin/python scripts/benchmark.py --quick       # small everything (1-2 minutes)
     .venv/bin/python scripts/benchmark.py --only overhead,startup --json bench.json
+    .venv/bin/python scripts/benchmark.py --only imagefolder     # the image-folder path (several minutes)
     .venv/bin/python scripts/benchmark.py --append      # also add a dated section to BENCHMARKS.md
 
 Each section prints a table, and a final table holds the targets with PASS or MISS. The sections live in

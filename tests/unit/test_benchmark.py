@@ -1,7 +1,8 @@
 """scripts/benchmark.py: the cheap parts only (the benchmark itself takes minutes and is run by hand).
 
 Its `--help` must answer without importing torch, and a bad `--only` must fail at once, before any work; its checks,
-its two renderings of a result table, its reading of `-X importtime` and its skipped sections are checked here too.
+its two renderings of a result table, its reading of `-X importtime` and its skipped sections are checked here too, and
+the image-folder section's JPEG folder and tables (from stubbed measurements).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def test_an_unknown_section_fails_before_any_benchmark() -> None:
 
 # The script's own modules, imported as the script imports them (it puts scripts/ on sys.path); none imports torch.
 sys.path.insert(0, str(SCRIPT.parent))
+import bench_imagefolder  # noqa: E402
+import bench_jpeg_folder  # noqa: E402
 import bench_measure  # noqa: E402
 import bench_sections  # noqa: E402
 import benchmark  # noqa: E402
@@ -95,3 +98,104 @@ def test_the_gpu_section_is_skipped_with_its_line_without_cuda() -> None:
     section = bench_sections.bench_gpu(bench_sections.QUICK, say=lambda message: None)
     assert section.tables[0].rows == [["-", "skipped: no CUDA device", "-", "-", "-", "-"]]
     assert [(c.name, c.status) for c in section.checks] == [("GPU overhead (trainer / hand)", "skipped")]
+
+
+# ---- the image-folder section (scripts/bench_imagefolder.py): its JPEG folder, tables and checks, no runs
+
+
+
+def write_smooth_cifar(folder, per_batch: int) -> list:
+    """CIFAR-10's python-version files of smooth images (JPEG keeps them close): red grows along x, green along y,
+    blue by image; labels 0..9 in turn. Returns the train images as N x 32 x 32 x 3."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    ramp = np.linspace(0, 255, 32)
+    images = []
+    for index, name in enumerate([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]):
+        hwc = [np.stack([np.broadcast_to(ramp, (32, 32)), np.broadcast_to(ramp[:, None], (32, 32)),
+                         np.full((32, 32), 20 * k % 256)], axis=-1).astype(np.uint8) for k in range(per_batch)]
+        rows = np.stack([image.transpose(2, 0, 1).reshape(-1) for image in hwc])  # CIFAR rows are channel-major
+        labels = [(index * per_batch + k) % 10 for k in range(per_batch)]
+        (folder / name).write_bytes(pickle.dumps({"data": rows, "labels": labels}, protocol=2))
+        images += hwc if name != "test_batch" else []
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    return images
+
+
+def test_the_jpeg_folder_is_written_from_cifar_batches_once_and_reused(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    cifar, said = tmp_path / "cifar-10-batches-py", []
+    source = write_smooth_cifar(cifar, per_batch=4)  # 20 train images, 2 a class; 4 test images
+    folder, manifest = bench_jpeg_folder.jpeg_folder(cifar, {"train": 1, "test": None}, said.append, tmp_path / "out")
+    assert manifest["images"] == {"train": 10, "test": 4} and manifest["quality"] == 95
+    assert sorted(p.name for p in (folder / "train").iterdir()) == [f"c{i}" for i in range(10)]
+    assert [len(list((folder / "train" / f"c{i}").glob("*.jpg"))) for i in range(10)] == [1] * 10
+    assert len(list((folder / "test").glob("*/*.jpg"))) == 4 and not folder.with_name(folder.name + ".partial").exists()
+    decoded = np.asarray(Image.open(folder / "train" / "c3" / "00003.jpg"), dtype=np.int64)
+    assert decoded.shape == (32, 32, 3) and np.abs(decoded - source[3]).mean() < 3  # JPEG's error, not a layout's
+
+    stamp = (folder / "complete.json").stat().st_mtime_ns
+    again, _ = bench_jpeg_folder.jpeg_folder(cifar, {"train": 1, "test": None}, said.append, tmp_path / "out")
+    assert again == folder and (folder / "complete.json").stat().st_mtime_ns == stamp and "reusing" in said[-1]
+
+
+def fake_job(wall: float, run_wall: float) -> dict:
+    phases = dict.fromkeys(bench_imagefolder.PHASES, 0.5)
+    return {"wall_s": wall, "run_wall_s": run_wall, "phase_s": phases, "train_samples_per_s": 500.0, "val_acc": 0.4}
+
+
+def test_the_image_folder_tables_and_checks_from_stubbed_measurements() -> None:
+    trainer, hand = bench_imagefolder.TRAINER, bench_imagefolder.HAND
+    results = {"pil": {trainer: [fake_job(10.0, 8.0), fake_job(12.0, 9.0)], hand: [fake_job(11.0, 10.0)]}}
+    skips = {"torchvision": "no data.decoder key"}
+    e2e, phases = bench_imagefolder.end_to_end_tables(results, skips, {"images": {"train": 1000, "test": 200}}, 2)
+    assert e2e.rows[0] == ["pil", trainer, "11.0 (10.0-12.0)", "91", "500", "0.400", "1.000"]
+    assert e2e.rows[1][:3] == ["pil", hand, "11.0"] and e2e.rows[1][-1] == "-"
+    assert e2e.rows[2] == ["torchvision", "skipped", "-", "-", "-", "-", "-"]
+    assert "decoder=torchvision skipped: no data.decoder key" in e2e.notes
+    assert phases.rows[0][:4] == ["pil", trainer, "2.50", "0.50"] and phases.rows[1][2] == "1.00"
+
+    rates = {"pil": {trainer: [1000.0], hand: [900.0]}, "torchvision": {trainer: [1400.0], hand: [1200.0]}}
+    ops = {"0:ToImage": 10.0, "1:Resize": 200.0, "2:CenterCrop": 20.0, "3:Flip": 70.0}
+    costs = dict.fromkeys(rates, {"decode_us": 100.0, "transform_us": 300.0, "ops_us": ops})
+    plan = bench_imagefolder.QUICK_FOLDER
+    loader = bench_imagefolder.loader_table(rates, costs, {}, plan)
+    assert loader.rows[1] == ["torchvision", "1,400", "1,200", "1.40x", "100", "300",
+                              "Resize 200, Flip 70, CenterCrop 20"]
+    checks = bench_imagefolder.section_checks(results, rates, skips)
+    assert [(c.value, c.status) for c in checks] == [("1", "PASS"), ("-", "skipped"), ("1.4x", "PASS")]
+
+
+def test_the_image_folder_section_says_why_it_skips_without_the_cifar_batches(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench_imagefolder, "CIFAR_DIR", tmp_path / "cifar-10-batches-py")
+    section = bench_imagefolder.bench_imagefolder(bench_sections.QUICK, say=lambda message: None)
+    assert section.tables[0].rows == [["-", f"skipped: no CIFAR-10 batches in {tmp_path / 'cifar-10-batches-py'}"]]
+    assert {c.status for c in section.checks} == {"skipped"}
+
+
+def test_the_hand_loop_gets_the_trainers_images_model_and_optimizer_settings(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from bench_imagefolder_hand import Spec, build_loaders
+
+    from trainer.build import build_data
+
+    write_smooth_cifar(tmp_path / "cifar-10-batches-py", per_batch=10)  # every class in the test batch
+    folder, _ = bench_jpeg_folder.jpeg_folder(tmp_path / "cifar-10-batches-py", {"train": None, "test": None},
+                                              lambda message: None, tmp_path / "out")
+    overrides = bench_imagefolder.trainer_overrides(folder, ())
+    cfg = bench_measure.compose(*overrides, "data.num_workers=0")
+    spec = Spec(**bench_imagefolder.hand_spec(cfg, "pil", tmp_path / "checkpoints"))
+    assert (spec.batch_size, spec.resize, spec.padding, spec.flip, spec.lr) == (128, 37, 4, 0.5, cfg.optim.lr)
+    trainer_data, (train, val) = build_data(cfg), build_loaders(spec)
+    for ours, theirs in ((trainer_data.val_set, val.dataset), (trainer_data.train_set, train.dataset)):
+        torch.manual_seed(0)  # the train transforms draw their crops and flips from torch's RNG
+        expected = ours[3][0]
+        torch.manual_seed(0)
+        assert torch.equal(theirs[3][0], expected)
+    assert (spec.model_target, spec.model_kwargs["depth"], spec.model_kwargs["num_classes"]) == (
+        "trainer.models.resnet.ResNet", 18, 10)  # the class and arguments trainer.build.build_model instantiates

@@ -1,0 +1,355 @@
+"""The benchmark's image-folder section (registered in scripts/bench_sections.py as `imagefolder`).
+
+The shared CIFAR-10 subset (../shared/data/cifar-10-batches-py) is written once as JPEGs (PIL, quality 95) into
+outputs/benchmark/ as `train/<class>/*.jpg` and `test/<class>/*.jpg`, then for each data.decoder:
+
+- end to end: `python -m trainer data=imagefolder ...` (one epoch of resnet18 at 32 px, batch 128, AdamW, cosine,
+  2 loader workers, augment=basic, data.val_dir = the test folder) against the minimal hand-written loop of
+  scripts/bench_imagefolder_hand.py on the same settings, both timed as subprocesses, in alternating order;
+- the loader alone: the trainer's train loader and the hand loop's, epochs made and thrown away, no model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from statistics import median
+from typing import TYPE_CHECKING, Any
+
+from bench_jpeg_folder import jpeg_folder
+from bench_measure import REPO, Check, Say, Section, Table, check, compose, free_memory, run_cli, spread, timed
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from omegaconf import DictConfig
+
+CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar-10-batches-py"  # where the other sections take their data
+HAND_SCRIPT = Path(__file__).resolve().parent / "bench_imagefolder_hand.py"
+DECODERS = ("pil", "torchvision")
+TRAINER, HAND = "trainer", "hand loop"
+
+TARGET_END_TO_END = 1.0  # hand loop wall / trainer wall: the trainer at least as fast end to end
+TARGET_DECODER = 1.3  # torchvision decoder's loader samples/s over the pil decoder's
+
+JOB = ("data=imagefolder", "data.num_classes=10", "data.image_size=32", "data.batch_size=128", "data.num_workers=2",
+       "model=resnet18", "optim=adamw", "scheduler=cosine", "augment=basic", "trainer.max_epochs=1", "logger=none")
+PHASES = ("setup", "train", "validate", "checkpoint", "test", "report", "other")
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """How much of the image-folder section runs: images per class written, end-to-end runs, loader rounds."""
+
+    train_per_class: int | None  # None: all of the subset's (1,000 a class)
+    test_per_class: int | None  # None: all (200 a class)
+    runs: int  # end-to-end runs per side and decoder
+    loader_rounds: int  # loader-alone epochs per loader, the loaders taking turns
+    loader_warmup: int  # batches of epoch 0 before the first timed epoch (starts persistent workers)
+    cost_images: int  # images timed one by one for the decode and transform costs
+
+
+FULL_FOLDER = FolderPlan(train_per_class=None, test_per_class=None, runs=3, loader_rounds=3, loader_warmup=4,
+                         cost_images=1000)
+QUICK_FOLDER = FolderPlan(train_per_class=40, test_per_class=10, runs=1, loader_rounds=1, loader_warmup=1,
+                          cost_images=100)
+
+
+# ---- the two sides' settings: the trainer's overrides, and the hand loop's spec taken from the same config
+
+
+def decoder_overrides(decoder: str) -> tuple[str, ...] | str:
+    """The override that picks `decoder`, or why this checkout's config cannot run it (a line for the table)."""
+    from trainer.schema.data import ImageFolderConfig
+
+    if "decoder" not in {f.name for f in fields(ImageFolderConfig)}:
+        return () if decoder == "pil" else "this checkout's data=imagefolder has no data.decoder key"
+    try:
+        compose(*JOB, "data.train_dir=.", f"data.decoder={decoder}")
+    except Exception as err:  # a value the schema refuses: a ConfigError or Hydra's own
+        return f"data.decoder={decoder} is refused here: {' '.join(str(err).split())[:160]}"
+    return (f"data.decoder={decoder}",)
+
+
+def trainer_overrides(folder: Path, decoder_args: tuple[str, ...]) -> list[str]:
+    return [*JOB, f"data.train_dir={folder / 'train'}", f"data.val_dir={folder / 'test'}", *decoder_args]
+
+
+def eval_batch_size(data: DictConfig) -> int:
+    """The batch the trainer validates with: data.eval_batch_size (null: twice the train batch) where the
+    config has that key, else the train batch."""
+    if "eval_batch_size" not in data:
+        return int(data.batch_size)
+    return int(data.eval_batch_size) if data.eval_batch_size is not None else 2 * int(data.batch_size)
+
+
+def hand_spec(cfg: DictConfig, decoder: str, checkpoint_dir: Path) -> dict[str, Any]:
+    """scripts/bench_imagefolder_hand.py's Spec for the job `cfg` runs: every setting read from that config."""
+    from omegaconf import OmegaConf
+
+    from trainer.schema.model import RUN_ONLY_KEYS
+
+    data, aug, optim = cfg.data, cfg.augment, cfg.optim
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    target = model.pop("_target_")
+    return {"train_dir": data.train_dir, "val_dir": data.val_dir, "decoder": decoder,
+            "batch_size": int(data.batch_size), "eval_batch_size": eval_batch_size(data),
+            "num_workers": int(data.num_workers), "resize": round(data.image_size / data.crop_fraction),
+            "image_size": int(data.image_size), "padding": data.image_size // 8 if aug.padding is None else aug.padding,
+            "flip": 0.5 if aug.flip else 0.0, "mean": list(data.mean), "std": list(data.std),
+            "model_target": target, "model_kwargs": {k: v for k, v in model.items() if k not in RUN_ONLY_KEYS},
+            "lr": float(optim.lr), "betas": list(optim.betas), "eps": float(optim.eps),
+            "weight_decay": float(optim.weight_decay), "epochs": int(cfg.trainer.max_epochs), "seed": int(cfg.seed),
+            "checkpoint_dir": str(checkpoint_dir)}
+
+
+# ---- end to end: each side as a subprocess
+
+
+def trainer_job(overrides: list[str]) -> dict[str, Any]:
+    """`python -m trainer OVERRIDES` in a fresh run dir: its process wall seconds, phases and scores."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-imagefolder-") as tmp:
+        wall, _ = run_cli(*overrides, f"hydra.run.dir={Path(tmp) / 'run'}", timeout=1800)
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    return {"wall_s": wall, "run_wall_s": summary["wall_s"], "phase_s": summary["phase_s"],
+            "train_samples_per_s": summary["train_samples_per_s"], "val_acc": summary.get("best_val_acc")}
+
+
+def hand_job(overrides: list[str], decoder: str) -> dict[str, Any]:
+    """scripts/bench_imagefolder_hand.py on the same job: its process wall seconds, phases and scores."""
+    with tempfile.TemporaryDirectory(prefix="benchmark-imagefolder-hand-") as tmp:
+        spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec.write_text(json.dumps(hand_spec(compose(*overrides), decoder, Path(tmp) / "checkpoints")))
+        command = [sys.executable, str(HAND_SCRIPT), str(spec), str(result)]
+        proc, wall = timed(lambda: subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800))
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise RuntimeError(f"{HAND_SCRIPT.name} exited with {proc.returncode}:\n{tail}")
+        out = json.loads(result.read_text())
+    return {"wall_s": wall, "run_wall_s": out["wall_s"], "phase_s": out["phase_s"],
+            "train_samples_per_s": out["train_samples_per_s"], "val_acc": out["val_acc"]}
+
+
+def end_to_end(jobs: dict[str, list[str]], runs: int, say: Say) -> dict[str, dict[str, list[dict]]]:
+    """Every decoder's two sides `runs` times, the sides' order reversed every other run; the runs by decoder, side."""
+    results: dict[str, dict[str, list[dict]]] = {d: {TRAINER: [], HAND: []} for d in jobs}
+    for r in range(runs):
+        for decoder, overrides in jobs.items():
+            for side in ((TRAINER, HAND) if r % 2 == 0 else (HAND, TRAINER)):
+                say(f"imagefolder: run {r + 1}/{runs}, decoder={decoder}, {side}")
+                job = trainer_job(overrides) if side == TRAINER else hand_job(overrides, decoder)
+                results[decoder][side].append(job)
+                say(f"  {job['wall_s']:.1f} s, {job['train_samples_per_s']:,.0f} train samples/s")
+    return results
+
+
+# ---- the loader alone: epochs of each train loader, no model
+
+
+def loader_epochs(jobs: dict[str, list[str]], plan: FolderPlan, say: Say) -> dict[str, dict[str, list[float]]]:
+    """samples/s of whole epochs of the trainer's train loader (built as train.py builds it) and of the hand
+    loop's, for each decoder; the loaders take turns, in reverse order every other round."""
+    from bench_imagefolder_hand import Spec, build_loaders
+
+    from trainer.training.setup import build_run
+
+    loaders: dict[tuple[str, str], Any] = {}
+    for decoder, overrides in jobs.items():
+        run = build_run(compose(*overrides))
+        loaders[decoder, TRAINER] = (run.datamodule, run.train_loader)
+        spec = Spec(**hand_spec(run.cfg, decoder, Path(tempfile.gettempdir())))
+        loaders[decoder, HAND] = (None, build_loaders(spec)[0])
+        del run
+    for key, (datamodule, loader) in loaders.items():  # starts the trainer's persistent workers
+        say(f"imagefolder: loader warm-up, decoder={key[0]}, {key[1]}")
+        served(datamodule, loader, 0, plan.loader_warmup)
+    rates: dict[str, dict[str, list[float]]] = {d: {TRAINER: [], HAND: []} for d in jobs}
+    for r in range(plan.loader_rounds):
+        for key in (list(loaders) if r % 2 == 0 else list(reversed(loaders))):
+            samples, seconds = timed(partial(served, *loaders[key], r + 1, None))
+            rates[key[0]][key[1]].append(samples / seconds)
+        say(f"imagefolder: loader round {r + 1}/{plan.loader_rounds}: " +
+            ", ".join(f"{d} {s} {v[-1]:,.0f}/s" for d, sides in rates.items() for s, v in sides.items()))
+    loaders.clear()  # the workers go before the next section builds anything
+    free_memory()
+    return rates
+
+
+def per_image_costs(overrides: list[str], images: int) -> dict[str, Any]:
+    """Microseconds per image of the trainer's train set (data.val_dir given: an ImageFolder) spent in its loader
+    (data.decoder's decode) and in each op of its train transforms, on its first `images` files after a few
+    untimed ones, on one torch thread as in a loader worker."""
+    import time
+
+    import torch
+
+    from trainer.build import build_data
+
+    dataset = build_data(compose(*overrides)).train_set
+    paths = [path for path, _ in dataset.samples[:images]]
+    threads, clock = torch.get_num_threads(), time.perf_counter
+    torch.set_num_threads(1)
+    try:
+        for path in paths[:5]:  # the decoders' and ops' first calls set themselves up
+            dataset.transform(dataset.loader(path))
+        start = clock()
+        decoded = [dataset.loader(path) for path in paths]
+        decode_s, ops_s = clock() - start, dict.fromkeys(range(len(dataset.transform.transforms)), 0.0)
+        for image in decoded:
+            for i, op in enumerate(dataset.transform.transforms):
+                start = clock()
+                image = op(image)
+                ops_s[i] += clock() - start
+    finally:
+        torch.set_num_threads(threads)
+    ops_us = {f"{i}:{type(op).__name__}": ops_s[i] / len(paths) * 1e6
+              for i, op in enumerate(dataset.transform.transforms)}
+    return {"images": len(paths), "decode_us": decode_s / len(paths) * 1e6, "transform_us": sum(ops_us.values()),
+            "ops_us": ops_us}
+
+
+def served(datamodule: Any, loader: Iterable, epoch: int, batches: int | None) -> int:
+    """Samples in the first `batches` batches (None: all) of `epoch`, made and thrown away."""
+    if datamodule is not None:
+        datamodule.set_train_epoch(epoch)
+    return sum(len(labels) for _, labels in islice(loader, batches))
+
+
+# ---- the tables
+
+
+def med(jobs: list[dict], key: str) -> float:
+    return median(job[key] for job in jobs)
+
+
+def hand_over_trainer(sides: dict[str, list[dict]]) -> float:
+    """The hand loop's median wall over the trainer's: above 1, the trainer is faster end to end."""
+    return med(sides[HAND], "wall_s") / med(sides[TRAINER], "wall_s")
+
+
+def skipped_rows(table: Table, skips: dict[str, str]) -> None:
+    for decoder, reason in skips.items():
+        table.rows.append([decoder, "skipped", *["-"] * (len(table.columns) - 2)])
+        table.notes.append(f"decoder={decoder} skipped: {reason}")
+
+
+def end_to_end_tables(results: dict[str, dict[str, list[dict]]], skips: dict[str, str], manifest: dict,
+                      runs: int) -> list[Table]:
+    train, test = manifest["images"]["train"], manifest["images"]["test"]
+    table = Table(f"6. image folder: one epoch of resnet18 at 32 px, trainer vs hand loop, end to end ({train:,} "
+                  f"train / {test:,} val JPEGs, batch 128, 2 workers, CPU)",
+                  ["decoder", "side", "wall s", "samples/s over the wall", "train samples/s", "val acc",
+                   "trainer / hand"])
+    phases = Table("6b. image folder: where the time went (seconds, medians)",
+                   ["decoder", "side", "start-up", *PHASES])
+    for decoder, sides in results.items():
+        for side, jobs in sides.items():
+            walls = [job["wall_s"] for job in jobs]
+            ratio = f"{hand_over_trainer(sides):.3f}" if side == TRAINER else "-"
+            table.rows.append([decoder, side, spread(walls, 1), f"{train / median(walls):,.0f}",
+                               f"{med(jobs, 'train_samples_per_s'):,.0f}", f"{med(jobs, 'val_acc'):.3f}", ratio])
+            start_up = median(job["wall_s"] - job["run_wall_s"] for job in jobs)
+            phases.rows.append([decoder, side, f"{start_up:.2f}", *(
+                f"{median(job['phase_s'][p] for job in jobs):.2f}" if p in jobs[0]["phase_s"] else "-"
+                for p in PHASES)])
+    table.notes = [
+        f"medians (min-max) of {runs} run(s) per side, each a subprocess timed from launch to exit; the sides "
+        "alternate, the order reversed every other run; the JPEGs are in the page cache; torch threads: default",
+        "trainer: python -m trainer " + " ".join(JOB) + " data.train_dir=<folder>/train data.val_dir=<folder>/test "
+        "[data.decoder=D]: train, validate, last.pt + best.pt, best.pt loaded for the (absent) test split, report",
+        "hand loop: scripts/bench_imagefolder_hand.py: ImageFolder + DataLoader (shuffle, same workers), the same "
+        "model class and arguments, the same v2 transforms (resize to image_size / crop_fraction, centre crop, "
+        "augment=basic's padded crop and flip, normalise), fused AdamW with the config's lr/betas/eps/decay, "
+        "CosineAnnealingLR, one inference_mode validation pass at the trainer's eval batch, then best.pt and "
+        "last.pt (model, optimizer, scheduler); no report, no logs",
+        "trainer / hand: the hand loop's wall over the trainer's (above 1: the trainer is faster end to end)",
+    ]
+    phases.notes = [
+        "trainer: summary.json's phase_s; start-up: process wall - summary.json wall_s (interpreter, imports, "
+        "Hydra's compose, exit)",
+        "hand loop: its own timers, the same phases; start-up: process wall - its in-process wall (interpreter, "
+        "torch and torchvision imports, exit)",
+    ]
+    skipped_rows(table, skips)
+    skipped_rows(phases, skips)
+    return [table, phases]
+
+
+def loader_table(rates: dict[str, dict[str, list[float]]], costs: dict[str, dict[str, float]],
+                 skips: dict[str, str], plan: FolderPlan) -> Table:
+    table = Table("6c. image folder: the train loader alone (no model), samples/s",
+                  ["decoder", "trainer's train loader", "hand loop's DataLoader", "vs pil (trainer's)",
+                   "decode us/image", "transforms us/image", "largest transform ops, us/image"])
+    pil = median(rates["pil"][TRAINER]) if "pil" in rates else None
+    for decoder, sides in rates.items():
+        speedup = f"{median(sides[TRAINER]) / pil:.2f}x" if pil else "-"
+        table.rows.append([decoder, spread(sides[TRAINER]), spread(sides[HAND]), speedup,
+                           f"{costs[decoder]['decode_us']:.0f}", f"{costs[decoder]['transform_us']:.0f}",
+                           largest_ops(costs[decoder]["ops_us"])])
+    table.notes = [
+        f"medians (min-max) of {plan.loader_rounds} whole epoch(s) per loader after a {plan.loader_warmup}-batch "
+        "warm-up, the loaders taking turns; batches made by 2 workers (augment=basic) and thrown away",
+        "trainer's: run.train_loader as trainer/training/train.py builds it (persistent workers, started in the "
+        "warm-up); hand loop's: a plain DataLoader, whose workers start with every epoch (timed)",
+        f"us/image: the trainer's ImageFolder loader (the decode) and each op of its train transforms on the first "
+        f"{plan.cost_images} training images, in this process on one torch thread (as a loader worker runs): what "
+        "one worker spends per sample",
+    ]
+    skipped_rows(table, skips)
+    return table
+
+
+def largest_ops(ops_us: dict[str, float], count: int = 3) -> str:
+    """The `count` costliest transform ops, e.g. `Resize 120, RandomCrop 80, Normalize 40`."""
+    ranked = sorted(ops_us.items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{name.split(':', 1)[1]} {us:.0f}" for name, us in ranked)
+
+
+def section_checks(results: dict, rates: dict, skips: dict[str, str]) -> list[Check]:
+    checks = []
+    for decoder in DECODERS:
+        name = f"image folder end to end, decoder={decoder} (trainer / hand)"
+        ratio = hand_over_trainer(results[decoder]) if decoder in results else None
+        checks.append(check(name, ratio, TARGET_END_TO_END, at_least=True, missing="skipped"))
+    speedup = (median(rates["torchvision"][TRAINER]) / median(rates["pil"][TRAINER])
+               if {"pil", "torchvision"} <= set(rates) else None)
+    checks.append(check("torchvision / pil decoder (loader alone)", speedup, TARGET_DECODER, at_least=True,
+                        unit="x", missing="skipped"))
+    return checks
+
+
+def skipped_section(table: Table, reason: str) -> Section:
+    table.rows.append(["-", f"skipped: {reason}", *["-"] * (len(table.columns) - 2)])
+    return Section("imagefolder", [table], section_checks({}, {}, {}), {"skipped": reason})
+
+
+def bench_imagefolder(plan: Any, say: Say) -> Section:
+    """The section: `plan.imagefolder` (a FolderPlan) says how much runs."""
+    folder_plan: FolderPlan = plan.imagefolder
+    if not (CIFAR_DIR / "batches.meta").is_file():
+        return skipped_section(Table("6. image folder: trainer vs hand loop", ["decoder", "result"]),
+                               f"no CIFAR-10 batches in {CIFAR_DIR}")
+    per_class = {"train": folder_plan.train_per_class, "test": folder_plan.test_per_class}
+    folder, manifest = jpeg_folder(CIFAR_DIR, per_class, say)
+    jobs, skips = {}, {}
+    for decoder in DECODERS:
+        args = decoder_overrides(decoder)
+        if isinstance(args, str):
+            skips[decoder] = args
+            say(f"imagefolder: decoder={decoder} skipped: {args}")
+        else:
+            jobs[decoder] = trainer_overrides(folder, args)
+    results = end_to_end(jobs, folder_plan.runs, say)
+    rates = loader_epochs(jobs, folder_plan, say)
+    costs = {decoder: per_image_costs(jobs[decoder], folder_plan.cost_images) for decoder in jobs}
+    tables = [*end_to_end_tables(results, skips, manifest, folder_plan.runs),
+              loader_table(rates, costs, skips, folder_plan)]
+    raw = {"folder": str(folder), "images": manifest["images"], "plan": asdict(folder_plan), "skipped": skips,
+           "end_to_end": results, "loader_samples_per_s": rates, "per_image_us": costs}
+    return Section("imagefolder", tables, section_checks(results, rates, skips), raw)
