@@ -82,5 +82,5 @@ def test_the_decoder_key_names_its_choices_and_defaults_to_torchvision() -> None
     from trainer.schema.data import ImageFolderConfig
 
     assert ImageFolderConfig(train_dir="t", num_classes=3).decoder == "torchvision"
-    with pytest.raises(ValueError, match="decoder must be one of torchvision, pil"):
+    with pytest.raises(ValueError, match="decoder must be one of torchvision, pil, cuda "):
         ImageFolderConfig(train_dir="t", num_classes=3, decoder="nvjpeg")

@@ -44,6 +44,28 @@ class CropFlip:
 
 
 @dataclass(frozen=True)
+class ResizedCrop:
+    """The numbers `augment=standard`'s RandomResizedCrop, flip and ColorJitter ops are built from, kept as data
+    (`data.decoder=cuda` runs them as batched tensor ops from these, see trainer/data/batch_standard.py)."""
+
+    size: int  # the crop's output side (the data's image_size)
+    scale: tuple[float, float]  # the crop's share of the image's area, drawn uniformly
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # its aspect ratio (width / height), drawn log-uniformly
+    flip: float = 0.5  # probability of a horizontal flip; 0: no flip
+    jitter: float = 0.0  # ColorJitter's brightness = contrast = saturation strength; 0: no jitter
+
+    def ops(self) -> list[v2.Transform]:
+        from torchvision.transforms import v2
+
+        ops: list[v2.Transform] = [v2.RandomResizedCrop(self.size, scale=self.scale, ratio=self.ratio)]
+        if self.flip > 0:
+            ops.append(v2.RandomHorizontalFlip(self.flip))
+        if self.jitter > 0:
+            ops.append(v2.ColorJitter(brightness=self.jitter, contrast=self.jitter, saturation=self.jitter))
+        return ops
+
+
+@dataclass(frozen=True)
 class Augment:
     """What an augment option asks for; the data module wraps it in conversion and normalisation."""
 
@@ -53,6 +75,7 @@ class Augment:
     sizes_itself: bool = False  # ops output image_size x image_size from any input (RandomResizedCrop)
     photometric: bool = False  # colour ops, which torchvision runs on 1- or 3-channel images only
     crop_flip: CropFlip | None = None  # the parameters of the leading crop and flip ops, when they come from one
+    resized_crop: ResizedCrop | None = None  # standard's crop, flip and jitter parameters
 
     def check_channels(self, channels: int) -> None:
         """Colour ops fail inside a loader worker on other channel counts: say so before training starts."""
@@ -75,14 +98,9 @@ def basic(image_size: int, padding: int | None = None, flip: bool = True, erasin
 def standard(image_size: int, scale_min: float = 0.08, flip: bool = True, color_jitter: float = 0.4,
              erasing: float = 0.0) -> Augment:
     """The ImageNet recipe: RandomResizedCrop, horizontal flip, ColorJitter(brightness, contrast, saturation)."""
-    from torchvision.transforms import v2
-
-    ops: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=(scale_min, 1.0))]
-    if flip:
-        ops.append(v2.RandomHorizontalFlip())
-    if color_jitter > 0:
-        ops.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    return Augment("standard", tuple(ops), erasing, sizes_itself=True, photometric=color_jitter > 0)
+    recipe = ResizedCrop(image_size, (scale_min, 1.0), flip=0.5 if flip else 0.0, jitter=color_jitter)
+    return Augment("standard", tuple(recipe.ops()), erasing, sizes_itself=True, photometric=color_jitter > 0,
+                   resized_crop=recipe)
 
 
 def autoaugment(image_size: int, policy: str = "imagenet", padding: int | None = None, flip: bool = True,

@@ -45,21 +45,22 @@ class BatchAugment:
     erasing: float = 0.0
 
     @classmethod
-    def from_augment(cls, augment: Augment | None, image_size: int) -> BatchAugment:
+    def from_augment(cls, augment: Augment | None, image_size: int, setting: str = "data.in_memory=true",
+                     instead: str = "data.in_memory=false") -> BatchAugment:
         """The batched form of `augment=none` or `augment=basic`, from the numbers its ops were built from
-        (`Augment.crop_flip`, `Augment.erasing`); a ConfigError for any other option."""
+        (`Augment.crop_flip`, `Augment.erasing`); a ConfigError for any other option. `setting` is the key that
+        asks for batched augmentation, `instead` the one that does without, as the errors name them."""
         if augment is None:
             return cls(image_size)
         if augment.name not in SUPPORTED:
-            raise ConfigError(f"augment={augment.name} cannot run with data.in_memory=true, which supports "
-                              f"augment={' and augment='.join(SUPPORTED)} only; choose one of those, or set "
-                              "data.in_memory=false")
+            raise ConfigError(f"augment={augment.name} cannot run with {setting}, which supports "
+                              f"augment={' and augment='.join(SUPPORTED)} only; choose one of those, or set {instead}")
         geometry = augment.crop_flip
         if geometry is None or (geometry.padding and geometry.size != image_size):
             crop = "no crop parameters" if geometry is None else f"a {geometry.size}x{geometry.size} crop"
-            raise ConfigError(f"data.in_memory=true runs augment={augment.name} on the device as a zero-padded "
+            raise ConfigError(f"{setting} runs augment={augment.name} on the device as a zero-padded "
                               f"{image_size}x{image_size} random crop and flip, but this augment has {crop}; "
-                              f"set augment.image_size={image_size}, or data.in_memory=false")
+                              f"set augment.image_size={image_size}, or {instead}")
         return cls(image_size, geometry.padding, geometry.flip, float(augment.erasing))
 
     @property

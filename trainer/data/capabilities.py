@@ -12,8 +12,9 @@ SAMPLERS: tuple[str, ...] = ("shuffle", "balanced")
 
 # `data.decoder` (data=imagefolder): how image files become pixels. pil: Pillow, per sample in the loader workers;
 # torchvision: libjpeg-turbo/libpng through torchvision.io, per sample in the workers, straight into a uint8 tensor
-# (other formats through Pillow); the same pixels as pil, faster. The first is the default.
-DECODERS: tuple[str, ...] = ("torchvision", "pil")
+# (other formats through Pillow); the same pixels as pil, faster. cuda: the workers read bytes, nvjpeg decodes each
+# batch on the GPU and augment=none|basic|standard run there as batched ops. The first is the default.
+DECODERS: tuple[str, ...] = ("torchvision", "pil", "cuda")
 DEFAULT_DECODER: str = DECODERS[0]
 
 

@@ -1,4 +1,6 @@
-"""Any folder tree of images, one sub-folder per class (torchvision's ImageFolder), decoded per sample.
+"""Any folder tree of images, one sub-folder per class (torchvision's ImageFolder), decoded per sample in the loader
+workers (`data.decoder=torchvision|pil`, trainer/data/decoders.py) or per batch on the GPU (`data.decoder=cuda`,
+trainer/data/device_decode.py).
 
 Validation and test images are resized to image_size / crop_fraction and centre-cropped to image_size; training
 images get the same unless the augment option crops to size itself. With no `val_dir`, a seeded, class-stratified
@@ -8,17 +10,27 @@ images get the same unless the augment option crops to size itself. With no `val
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from trainer.data.base import DataModule
 from trainer.data.capabilities import DECODERS, DEFAULT_DECODER
 from trainer.data.decoders import PIL_ERRORS, load_image, load_tensor, pil_mode
+from trainer.data.device_decode import (
+    FolderAugment,
+    FolderEvalBatches,
+    FolderPipeline,
+    FolderTrainBatches,
+    collate_raw,
+    read_raw,
+    require_cuda,
+)
 from trainer.data.splits import held_out
 from trainer.data.transforms import TransformedDataset, eval_transform, resize_ops, train_transform
 from trainer.errors import ConfigError, DataError
@@ -53,6 +65,8 @@ def image_loader(decoder: str, channels: int) -> Callable[[str], Any]:
         return partial(load_image, mode=pil_mode(channels))
     if decoder == "torchvision":
         return partial(load_tensor, channels=channels)
+    if decoder == "cuda":
+        return read_raw
     raise ConfigError(f"data.decoder must be one of {', '.join(DECODERS)} (got {decoder!r})")
 
 
@@ -69,6 +83,10 @@ def scan_folder(key: str, folder: Path, loader: Callable[[str], Any]) -> ImageFo
         return ImageFolder(str(folder), loader=loader)
     except FileNotFoundError as err:  # a class folder without a single image file
         raise DataError(f"data.{key} {folder}: {err}") from None
+
+
+def transformed(dataset: Dataset, transform: Callable | None) -> Dataset:
+    return dataset if transform is None else TransformedDataset(dataset, transform)
 
 
 class ImageFolderDataModule(DataModule):
@@ -89,6 +107,8 @@ class ImageFolderDataModule(DataModule):
         self.std = [float(s) for s in std]
         self.skip_corrupt = skip_corrupt
         self.skipped_corrupt = 0
+        self.folder_augment: FolderAugment | None = None  # decoder=cuda's batched augmentation (from setup)
+        self._folder_train: FolderTrainBatches | None = None
 
     def normalization(self) -> tuple[list[float], list[float]]:
         return list(self.mean), list(self.std)
@@ -98,19 +118,26 @@ class ImageFolderDataModule(DataModule):
         return {"resize": round(self.image_size / self.crop_fraction), "center_crop": self.image_size}
 
     def build(self, augment: Augment | None) -> tuple[Dataset, Dataset, Dataset | None]:
-        """Train and val sets (val_dir, or a held-out part of train_dir), and test_dir's set or None."""
+        """Train and val sets (val_dir, or a held-out part of train_dir), and test_dir's set or None.
+
+        With decoder=cuda their samples are (path, bytes) pairs, which the loaders decode and transform."""
+        train_tf = eval_tf = None
+        if self.decoder == "cuda":
+            self.folder_augment = FolderAugment.from_augment(augment, self.image_size)  # fails before any scan
+            self.collate_fn = collate_raw
+        else:
+            fit = resize_ops(**self.eval_resize())
+            train_tf = train_transform(augment, *self.normalization(), fit)
+            eval_tf = eval_transform(*self.normalization(), fit)
         train = self.scan("train_dir", self.train_dir)
         self.check_train_classes(train)
         self.classes = list(train.classes)
-        fit = resize_ops(**self.eval_resize())
-        train_tf = train_transform(augment, *self.normalization(), fit)
-        eval_tf = eval_transform(*self.normalization(), fit)
 
         if self.val_dir is None:
             train_idx, val_idx = held_out(train.targets, self.val_fraction, self.split_seed, self.folds, self.fold,
                                           f"data.train_dir {self.train_dir}")
-            train_set: Dataset = TransformedDataset(Subset(train, train_idx.tolist()), train_tf)
-            val_set: Dataset = TransformedDataset(Subset(train, val_idx.tolist()), eval_tf)
+            train_set: Dataset = transformed(Subset(train, train_idx.tolist()), train_tf)
+            val_set: Dataset = transformed(Subset(train, val_idx.tolist()), eval_tf)
         else:
             val_set = self.scan_like(train, "val_dir", self.val_dir)
             train.transform, val_set.transform = train_tf, eval_tf
@@ -147,3 +174,38 @@ class ImageFolderDataModule(DataModule):
             raise DataError(f"data.{key} {folder} and data.train_dir {self.train_dir} need the same class "
                             f"folders: missing from {key} {missing}, only in {key} {extra}")
         return found
+
+    def train_loader(self, seed: int, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
+                     world_size: int = 1) -> Iterable:
+        """DataModule's loader; with decoder=cuda, its raw batches decoded and augmented on `device`, a GPU."""
+        if self.decoder != "cuda":
+            return super().train_loader(seed, pin_memory, device, rank, world_size)
+        pipeline = self.pipeline(device)
+        loader = super().train_loader(seed, pin_memory, device, rank, world_size)
+        self._folder_train = FolderTrainBatches(loader, self.train_sampler, pipeline)
+        return self._folder_train
+
+    def set_train_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        super().set_train_epoch(epoch, start_batch)
+        if self._folder_train is not None:
+            self._folder_train.set_epoch()
+
+    def _eval_loader(self, dataset: Dataset, pin_memory: bool, device: torch.device | None, rank: int,
+                     world_size: int) -> Iterable:
+        if self.decoder != "cuda":
+            return super()._eval_loader(dataset, pin_memory, device, rank, world_size)
+        pipeline = self.pipeline(device)
+        return FolderEvalBatches(super()._eval_loader(dataset, pin_memory, device, rank, world_size), pipeline)
+
+    def pipeline(self, device: torch.device | None) -> FolderPipeline:
+        """decoder=cuda's decode-and-transform step on `device` (see `decode_device`)."""
+        if self.folder_augment is None:
+            raise RuntimeError("ImageFolderDataModule.pipeline() needs setup() first")
+        device = self.decode_device(device)
+        fit = self.eval_resize()
+        return FolderPipeline(self.folder_augment, self._normalizer(device), self.in_channels, fit["resize"],
+                              fit["center_crop"], device)
+
+    def decode_device(self, device: torch.device | None) -> torch.device:
+        """The GPU that decoder=cuda decodes on (None: the first one); a ConfigError on any other device."""
+        return require_cuda(device)

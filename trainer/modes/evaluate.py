@@ -87,7 +87,7 @@ def scored_split(cfg: DictConfig, datamodule: DataModule, checkpoint: dict, cons
 def score_split(model: nn.Module, datamodule: DataModule, split: str, tcfg: DictConfig,
                 precision: Precision) -> EpochStats:
     """`model` on the data module's `split`, capped by trainer.limit_val_batches / limit_test_batches."""
-    batches = split_batches(datamodule, split, tcfg, precision.device.type == "cuda")
+    batches = split_batches(datamodule, split, tcfg, precision.device.type == "cuda", precision.device)
     return validate(model, batches, nn.CrossEntropyLoss(), precision)
 
 

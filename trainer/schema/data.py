@@ -155,7 +155,8 @@ class ImageFolderConfig(DataConfig):
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet statistics
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     skip_corrupt: bool = False  # true: drop unreadable images (logged) instead of stopping at the first one
-    # torchvision: libjpeg-turbo/libpng straight to tensors in the workers (the same pixels as pil, faster); pil
+    # torchvision: libjpeg-turbo/libpng straight to tensors in the workers (the same pixels as pil, faster); pil;
+    # cuda: workers read bytes, nvjpeg decodes each batch on the GPU, augment=none|basic|standard run there batched
     decoder: str = DEFAULT_DECODER
 
     def __post_init__(self) -> None:
