@@ -57,7 +57,7 @@ def test_a_parallel_sweep_jobs_lines_carry_its_job_number(monkeypatch) -> None:
 
 
 def test_validation_batches_advance_the_bar_after_the_model_before() -> None:
-    from trainer.training.train import counted
+    from trainer.training.scoring import counted
 
     seen: list[tuple[int, float | None]] = []
     batches = list(counted(iter("abc"), lambda done, loss: seen.append((done, loss)), before=2))

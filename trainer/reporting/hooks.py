@@ -86,8 +86,11 @@ class Throughput(Hook):
 
 
 class RunReport(Hook):
-    """At the end: figures and per-class scores of best.pt on the test split, or the val split of a data set
-    without one (trainer/reporting/report.py), with the test pass's test-time augmentation."""
+    """At the end: figures and per-class scores of the selected weights (best.pt's) on the test split, or the val
+    split of a data set without one (trainer/reporting/report.py), with the test pass's test-time augmentation.
+
+    It draws the predictions that the pass scoring those weights collected (`state.predictions`: see
+    trainer/training/scoring.py), and reads the split again only when there are none."""
 
     def __init__(self, run: RunSetup, run_dir: Path, logger: Any, times: PhaseTimes) -> None:
         self.run, self.run_dir, self.logger, self.times = run, run_dir, logger, times
@@ -98,12 +101,18 @@ class RunReport(Hook):
 
         run, data, tcfg = self.run, self.run.datamodule, self.run.cfg.trainer
         split = "test" if data.test_set is not None else "val"
-        # rank 0 alone reports, on the whole split (under torchrun each rank's own loaders hold its shard)
-        batches = split_batches(data, split, tcfg, run.device.type == "cuda", run.device)
         with self.times.phase("report"):
+            # rank 0 alone reports, on the whole split (under torchrun each rank's own loaders hold its shard)
+            batches = None if state.predictions is not None else split_batches(
+                data, split, tcfg, run.device.type == "cuda", run.device)
             write_run_report(self.run_dir, state.history, run.model, batches,
                              list(data.classes), run.precision, self.logger, run.cfg, split=split,
-                             tta=run.cfg.eval.tta, log_graph=self.logger.graph)
+                             tta=run.cfg.eval.tta, log_graph=self.logger.graph, predictions=state.predictions)
+
+
+def reports(tcfg: Any) -> bool:
+    """Whether a run writes the end-of-run report: trainer.report, with saved checkpoints (it describes best.pt)."""
+    return bool(tcfg.report and tcfg.save_checkpoints)
 
 
 def reporting_hooks(run: RunSetup, run_dir: Path, console: RunConsole, logger: Any, times: PhaseTimes) -> list[Hook]:
@@ -111,5 +120,5 @@ def reporting_hooks(run: RunSetup, run_dir: Path, console: RunConsole, logger: A
     it reads best.pt), the logger's scalars, the epoch line. The report logs its figures before LoggerScalars
     closes the logger at the end."""
     tcfg = run.cfg.trainer
-    report = [RunReport(run, run_dir, logger, times)] if tcfg.report and tcfg.save_checkpoints else []
+    report = [RunReport(run, run_dir, logger, times)] if reports(tcfg) else []
     return [MetricsFile(run_dir), *report, LoggerScalars(run, logger), EpochLine(console, tcfg.max_epochs)]

@@ -1,6 +1,7 @@
 """The end-of-run report: curves, confusion matrix and per-class scores as files, and the same in TensorBoard.
 
-`write_run_report` is called once after the epoch loop, with the best checkpoint's weights when there is one.
+`write_run_report` is called once after the epoch loop, with the predictions of the selected weights that the
+run's test pass or best validation epoch collected; without them it loads best.pt and makes a pass of its own.
 """
 
 from __future__ import annotations
@@ -18,34 +19,36 @@ from trainer.reporting.loggers import run_params
 from trainer.reporting.plots import confusion_figure, curves_figure, render, samples_figure, save_pixels
 from trainer.reporting.run_files import write_csv
 from trainer.training.checkpoint import load_checkpoint
+from trainer.training.loop import validate
+from trainer.training.metrics import REPORT_SAMPLES, PredictionCollector, Predictions
 from trainer.training.runtime import Precision
 from trainer.training.tta import with_tta
 
-NUM_SAMPLES = 16
 PER_CLASS_FIELDS = ("class", "precision", "recall", "f1", "support")
 
 
-def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, batches: Iterable,
+def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, batches: Iterable | None,
                      classes: list[str], precision: Precision, logger: Any, cfg: DictConfig, split: str = "val",
-                     tta: str = "none", log_graph: bool = False) -> dict[str, Path]:
-    """Write curves.png, confusion_matrix.png, samples.png and per_class.csv of `split`'s `batches`; log
-    figures and hparams.
+                     tta: str = "none", log_graph: bool = False,
+                     predictions: Predictions | None = None) -> dict[str, Path]:
+    """Write curves.png, confusion_matrix.png, samples.png and per_class.csv of the selected weights on `split`;
+    log figures and hparams.
 
-    Loads `run_dir/checkpoints/best.pt` into `model` when it exists (so the report describes the selected
-    epoch); otherwise the model is used as it is. `tta` is the test-time augmentation the predictions use.
-    Returns the files written, by name.
+    `predictions` are those the pass that scored the selected weights collected (a run's test pass, or the
+    validation of its best epoch): then `batches` are not read. Without them, `run_dir/checkpoints/best.pt` is
+    loaded into `model` when it exists (otherwise the model is used as it is) and `batches` are predicted with
+    test-time augmentation `tta`. Returns the files written, by name.
     """
     run_dir = Path(run_dir)
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file():
-        model.load_state_dict(load_checkpoint(best, map_location=precision.device)["model"])
-    predicted, targets, samples = predict_split(with_tta(model, tta), batches, precision)
+    if predictions is None:
+        predictions = predict_best(run_dir, model, batches, precision, tta)
+    predicted, targets, samples = predictions.predicted, predictions.targets, predictions.samples
     matrix = confusion_matrix(predicted, targets, len(classes))
     written = {"per_class": write_csv(run_dir / "per_class.csv", per_class_metrics(matrix, classes), PER_CLASS_FIELDS)}
 
     figures = {"curves": curves_figure(history, title=f"learning curves: {run_dir.name}")} if history else {}
     figures["confusion_matrix"] = confusion_figure(matrix, classes, title=f"confusion matrix ({len(targets)} {split})")
-    shown = min(NUM_SAMPLES, len(samples))
+    shown = min(REPORT_SAMPLES, len(samples))
     figures["samples"] = samples_figure(samples[:shown], [classes[i] for i in predicted[:shown].tolist()],
                                         [classes[i] for i in targets[:shown].tolist()],
                                         title=f"{split} samples (predicted / true)")
@@ -61,25 +64,22 @@ def write_run_report(run_dir: Path, history: list[dict], model: nn.Module, batch
     return written
 
 
-@torch.no_grad()
+def predict_best(run_dir: Path, model: nn.Module, batches: Iterable, precision: Precision,
+                 tta: str = "none") -> Predictions:
+    """`run_dir/checkpoints/best.pt`'s weights put into `model` (when the file exists), then its predictions of
+    `batches` with test-time augmentation `tta`: the report's own pass, where no run's pass collected them."""
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best, map_location=precision.device)["model"])
+    return predict_split(with_tta(model, tta), batches, precision)
+
+
 def predict_split(model: nn.Module, batches: Iterable, precision: Precision,
-                  keep: int = NUM_SAMPLES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Predicted and true labels for every batch (on the CPU), and the first `keep` inputs for display."""
-    model.eval()
-    predicted, targets, samples = [], [], []
-    kept = 0
-    for inputs, labels in batches:
-        with precision.autocast():
-            logits = model(inputs.to(precision.device, non_blocking=True))
-        predicted.append(logits.argmax(dim=1).cpu())
-        targets.append(labels.cpu())
-        if kept < keep:
-            samples.append(inputs[:keep - kept].cpu())
-            kept += len(samples[-1])
-    if not predicted:
-        empty = torch.zeros(0, dtype=torch.long)
-        return empty, empty, torch.zeros(0)
-    return torch.cat(predicted), torch.cat(targets), torch.cat(samples)
+                  memory_format: torch.memory_format = torch.preserve_format) -> Predictions:
+    """Predicted and true labels for every batch (on the CPU), and the first inputs for display."""
+    collector = PredictionCollector()
+    validate(model, batches, nn.CrossEntropyLoss(), precision, memory_format, collect=collector)
+    return collector.result()
 
 
 def final_metrics(history: list[dict], predicted: torch.Tensor, targets: torch.Tensor,

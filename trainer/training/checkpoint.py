@@ -7,7 +7,7 @@ import math
 import pickle
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from trainer.training.runtime import capture_rng_state, restore_rng_state
 from trainer.training.selection import Monitor, resumed_best
 
 if TYPE_CHECKING:
-    from trainer.training.metrics import EpochStats
+    from trainer.training.metrics import EpochStats, Predictions
     from trainer.training.setup import RunSetup
     from trainer.training.timing import PhaseTimes
 
@@ -101,6 +101,13 @@ class TrainState:
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     test: dict | None = None  # the test pass after the last epoch (not saved: it comes after the last checkpoint)
+    # The report's predictions of the selected weights, when the pass that scored them collected them (the best
+    # epoch's validation, or the test pass); never saved: a resumed run reports with a pass of its own.
+    predictions: Predictions | None = None
+
+    def saved(self) -> dict:
+        """The fields a checkpoint stores: all but `predictions`."""
+        return {k: v for k, v in asdict(replace(self, predictions=None)).items() if k != "predictions"}
 
     def remaining_epochs(self, max_epochs: int) -> Iterator[int]:
         """The epochs (from 0) still to run: up to max_epochs, unless early stopping has ended the run."""
@@ -236,7 +243,7 @@ class Checkpointer(Hook):
             "version": __version__, "config": OmegaConf.to_container(run.cfg, resolve=True),
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-            "weights": "model", "state": asdict(state), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
+            "weights": "model", "state": state.saved(), "epoch": state.epoch, "rng": rng[0], "rank_rng": rng,
             "rank_partial": partials, "world_size": ctx.world_size,
             "ema": run.ema.state_dict() if run.ema is not None else None,
             "classes": list(run.datamodule.classes), "inference": run.datamodule.inference_info(),

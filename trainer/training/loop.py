@@ -13,7 +13,7 @@ from torch import nn
 
 from trainer.errors import TrainerError
 from trainer.training.ema import ModelEma
-from trainer.training.metrics import EpochStats, RunningStats
+from trainer.training.metrics import EpochStats, PredictionCollector, RunningStats
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import MixedTargets, Regularization
 from trainer.training.runtime import Precision
@@ -137,17 +137,22 @@ def forward_with_aux(model: nn.Module, inputs: torch.Tensor, targets: Any,
 
 @torch.inference_mode()
 def validate(model: nn.Module, batches: Batches, criterion: nn.Module, precision: Precision,
-             memory_format: torch.memory_format = torch.preserve_format) -> EpochStats:
+             memory_format: torch.memory_format = torch.preserve_format,
+             collect: PredictionCollector | None = None) -> EpochStats:
+    """Loss and accuracy of `model` in eval mode over `batches`, summed on the device (the host reads them once,
+    at the end). With `collect`, the pass also gathers the report's predictions: read them with
+    `collect.result()`."""
     device = precision.device
     model.eval()
     stats = RunningStats(device)
     start = time.perf_counter()
-    for inputs, targets in batches:
-        inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
+    for raw, targets in batches:
+        inputs = raw.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
             logits = model(inputs)
             loss = criterion(logits, targets)
         stats.update(loss, logits, targets)
+        if collect is not None:
+            collect.add(raw, logits, targets)
     return stats.snapshot(time.perf_counter() - start)
-

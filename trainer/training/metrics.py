@@ -1,4 +1,5 @@
-"""Accuracy counting that stays on the device, so the hot loop never waits for the host."""
+"""Accuracy counting that stays on the device, so the hot loop never waits for the host; and the predictions a
+validation pass collects for the end-of-run report."""
 
 from __future__ import annotations
 
@@ -73,3 +74,59 @@ class EpochStats:
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
+
+REPORT_SAMPLES = 16  # the first inputs of a split that the report's samples.png shows
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One pass over a split, as the report draws it: every sample's predicted and true label (int64, on the CPU,
+    in the split's order) and the split's first `REPORT_SAMPLES` inputs."""
+
+    predicted: torch.Tensor
+    targets: torch.Tensor
+    samples: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class PredictionCollector:
+    """What `validate` collects for the report when asked: labels stay on the device during the pass and reach
+    the host once, in `result()`; the first `keep` inputs are kept as the loader gave them."""
+
+    def __init__(self, keep: int = REPORT_SAMPLES) -> None:
+        self.keep, self.kept = keep, 0
+        self.predicted: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.samples: list[torch.Tensor] = []
+
+    def add(self, inputs: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """One batch: its raw `inputs`, the model's `logits` and the `targets` (on the device; no host read)."""
+        self.predicted.append(logits.argmax(dim=1))
+        self.targets.append(targets.long())
+        if self.kept < self.keep:
+            self.samples.append(inputs[:self.keep - self.kept].clone())
+            self.kept += len(self.samples[-1])
+
+    def result(self) -> Predictions:
+        """The pass's Predictions on the CPU, as ordinary tensors (usable outside inference mode)."""
+        with torch.inference_mode(False):
+            if not self.targets:
+                empty = torch.zeros(0, dtype=torch.long)
+                return Predictions(empty, empty, torch.zeros(0))
+            labels = torch.stack([torch.cat(self.predicted), torch.cat(self.targets)]).cpu()  # one device copy
+            return Predictions(labels[0], labels[1], torch.cat(self.samples).cpu())
+
+
+def merge_shards(parts: list[Predictions], keep: int = REPORT_SAMPLES) -> Predictions:
+    """Every rank's Predictions as one, in the split's order: under torchrun rank r scores the split's samples
+    r, r + world_size, ... (the eval loaders' sharding), and its first samples come first within its shard."""
+    world = len(parts)
+
+    def in_order(tensors: list[torch.Tensor]) -> torch.Tensor:
+        positions = torch.cat([torch.arange(len(t)) * world + rank for rank, t in enumerate(tensors)])
+        return torch.cat(tensors)[positions.argsort()]
+
+    return Predictions(in_order([p.predicted for p in parts]), in_order([p.targets for p in parts]),
+                       in_order([p.samples for p in parts])[:keep])

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from trainer.build import build_logger, count_parameters
 from trainer.errors import ConfigError, TrainerError, described
@@ -36,13 +34,20 @@ from trainer.training.distributed import (
 )
 from trainer.training.freeze import check_freeze_options, unfreeze_hooks
 from trainer.training.hooks import EpochEvent, Hooks
-from trainer.training.loop import NonFiniteLoss, validate
+from trainer.training.loop import NonFiniteLoss
 from trainer.training.metrics import EpochStats, RunningStats
 from trainer.training.optim import global_batch_size, scale_lr_with_batch
 from trainer.training.preemption import StopOnSignal, StopSignals
 from trainer.training.resume_config import check_resume_config
 from trainer.training.runtime import is_compile_error
-from trainer.training.scoring import load_selected, score_test_split, test_pass_summary
+from trainer.training.scoring import (
+    collected_split,
+    load_selected,
+    report_predictions,
+    score_test_split,
+    test_pass_summary,
+    validate_epoch,
+)
 from trainer.training.search_report import ReportToTrial, trial_reporting
 from trainer.training.selection import EarlyStopping, Monitor
 from trainer.training.setup import RunSetup, build_run
@@ -103,6 +108,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     reporting = reporting_hooks(run, run_dir, console, logger, times) if ctx.is_main else []
     stopping = [EarlyStopping(monitor, early.patience, early.min_delta, console)] if early.patience else []
     search = trial_reporting(monitor, console) if ctx.is_main else []  # after the checkpoint: a pruned run keeps it
+    collected = collected_split(run)  # the pass that collects the report's predictions: test, val or none
     times.record("setup", wall_start)
 
     # ---- the epoch loop
@@ -116,10 +122,12 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
             with times.phase("train"):
                 train_stats = ctx.reduce_stats(train_one_epoch(run, state, hooks, console, epoch), run.device)
             with times.phase("validate"):
-                val_stats, ema_stats = validate_epoch(run, console)
+                val_stats, ema_stats, predictions = validate_epoch(run, console, collect=collected == "val")
             lr = run.optimizer.param_groups[0]["lr"]
             run.scheduler.step_epoch(val_stats.loss)
             is_best = state.end_epoch(train_stats, val_stats, ema_stats, lr, monitor)
+            if is_best:  # this epoch's weights become best.pt: its validation is the report's
+                state.predictions = predictions
             hooks.after_validation(EpochEvent(state.epoch, train_stats, val_stats, ema_stats, lr, is_best))
     in_sync = len(set(ctx.gather(weights_digest(run.model)))) == 1 if ctx.enabled else None
 
@@ -127,7 +135,9 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     with ended_on_error(logger):
         with times.phase("test"):
             tested = load_selected(run, checkpointer)
-            state.test = test_pass_summary(score_test_split(run, cfg.eval.tta), tested, cfg.eval.tta)
+            test_stats, test_predictions = score_test_split(run, cfg.eval.tta, collect=collected == "test")
+            state.test = test_pass_summary(test_stats, tested, cfg.eval.tta)
+            state.predictions = report_predictions(run, state.predictions, test_predictions)
         hooks.at_end()
 
     # ---- the summary
@@ -171,24 +181,6 @@ def train_one_epoch(run: RunSetup, state: TrainState, hooks: Hooks, console: Run
                                   f"data.image_size={run.cfg.data.image_size}: {described(err)}; use larger "
                                   "images or a model with fewer downsampling stages") from None
             raise
-
-
-def validate_epoch(run: RunSetup, console: RunConsole) -> tuple[EpochStats, EpochStats | None]:
-    """The model's (and the EMA weights') val metrics over every rank's shard, with a progress bar."""
-    criterion, fmt = nn.CrossEntropyLoss(), run.settings.memory_format
-    models = [run.model] if run.ema is None else [run.model, run.ema.module]
-    with console.progress("validate", run.val_steps * len(models)) as update:
-        scores = [run.ctx.reduce_stats(validate(model, counted(islice(run.val_loader, run.val_steps), update,
-                                                               i * run.val_steps), criterion, run.precision, fmt),
-                                       run.device) for i, model in enumerate(models)]
-    return scores[0], scores[1] if run.ema is not None else None
-
-
-def counted(batches: Iterable, update: Callable[[int, float | None], None], before: int = 0) -> Iterator:
-    """`batches`, calling `update(batches done, None)` after each (a progress bar's count; no loss to show)."""
-    for done, batch in enumerate(batches, start=before + 1):
-        yield batch
-        update(done, None)
 
 
 def check_torchrun_options(cfg: DictConfig, ctx: Distributed, rank_device: torch.device | None) -> None:
