@@ -11,7 +11,7 @@ from tests.conftest import assert_real_png, compose, read_csv
 from trainer.build import build_data, build_model
 from trainer.reporting.classification import confusion_matrix, per_class_metrics
 from trainer.reporting.console import config_tree, write_config_tree
-from trainer.reporting.loggers import Loggers, TensorBoardLogger
+from trainer.reporting.loggers import TensorBoardLogger
 from trainer.reporting.report import write_run_report
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.runtime import Precision
@@ -45,30 +45,37 @@ def report(tmp_path: Path, digits_parts, logger) -> tuple[dict, torch.nn.Module]
     return written, model
 
 
-def test_report_writes_readable_pngs_and_per_class_scores(tmp_path: Path, digits_parts) -> None:
-    cfg, datamodule, _ = digits_parts
-    written, _ = report(tmp_path, digits_parts, Loggers())
+@pytest.fixture(scope="module")
+def tensorboard_report(tmp_path_factory, digits_parts) -> tuple[Path, dict]:
+    """The report written once with the default logger config (TensorBoard), shared by the tests that read it."""
+    from trainer.build import build_logger
+
+    folder = tmp_path_factory.mktemp("report")
+    logger = build_logger(digits_parts[0].logger, str(folder), digits_parts[0])
+    assert [type(one) for one in logger.loggers.values()] == [TensorBoardLogger]
+    written, _ = report(folder, digits_parts, logger)
+    logger.close()
+    return folder, written
+
+
+def test_report_writes_readable_pngs_and_per_class_scores(tensorboard_report, digits_parts) -> None:
+    folder, written = tensorboard_report
+    datamodule = digits_parts[1]
     for name in ("curves.png", "confusion_matrix.png", "samples.png"):
-        assert_real_png(tmp_path / name)
-    assert written["per_class"] == tmp_path / "per_class.csv"
-    rows = read_csv(tmp_path / "per_class.csv")
+        assert_real_png(folder / name)
+    assert written["per_class"] == folder / "per_class.csv"
+    rows = read_csv(folder / "per_class.csv")
     assert [r["class"] for r in rows] == datamodule.classes
     assert sum(int(r["support"]) for r in rows) == len(datamodule.val_set)
     assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("precision", "recall", "f1"))
 
 
-def test_report_logs_figures_and_hparams_to_tensorboard(tmp_path: Path, digits_parts) -> None:
+def test_report_logs_figures_and_hparams_to_tensorboard(tensorboard_report) -> None:
     """The default logger config: TensorBoard figures and hparams, but no model graph (tracing it costs time;
     tests/e2e/test_train.py's run sets logger.graph=true and finds the graph)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from trainer.build import build_logger
-
-    logger = build_logger(digits_parts[0].logger, str(tmp_path), digits_parts[0])
-    assert [type(one) for one in logger.loggers.values()] == [TensorBoardLogger]
-    report(tmp_path, digits_parts, logger)
-    logger.close()
-    events = EventAccumulator(str(tmp_path / "tb"))
+    events = EventAccumulator(str(tensorboard_report[0] / "tb"))
     events.Reload()
     assert {"report/confusion_matrix", "report/samples", "report/curves"} <= set(events.Tags()["images"])
     hparams = events.PluginTagToContent("hparams")
