@@ -35,12 +35,12 @@ class TransformedDataset(Dataset):
         return self.transform(x), y
 
 
-def eval_transform(mean: Stats, std: Stats, fit: Sequence[v2.Transform] = ()) -> v2.Compose:
+def eval_transform(mean: Stats, std: Stats, fit: Sequence[v2.Transform] = ()) -> Callable:
     """Image (PIL or uint8 tensor) -> `fit` (resize, centre crop) -> float in [0, 1] -> normalised."""
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.ToImage(), *fit, v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+    return fast_or_compose([v2.ToImage(), *fit, v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(list(mean), list(std))])
 
 
 def resize_ops(resize: int | Sequence[int], center_crop: int | None = None) -> list[v2.Transform]:
@@ -55,7 +55,7 @@ def resize_ops(resize: int | Sequence[int], center_crop: int | None = None) -> l
 
 
 def train_transform(augment: Augment | None, mean: Stats, std: Stats,
-                    fit: Sequence[v2.Transform] = ()) -> v2.Compose:
+                    fit: Sequence[v2.Transform] = ()) -> Callable:
     """The eval pipeline with the augment ops on uint8 images and random erasing after normalisation.
 
     `fit` brings an image of any size to image_size; augment ops that crop to size themselves replace it.
@@ -69,7 +69,92 @@ def train_transform(augment: Augment | None, mean: Stats, std: Stats,
                                  v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if augment.erasing > 0:
         steps.append(v2.RandomErasing(p=augment.erasing))
-    return v2.Compose(steps)
+    return fast_or_compose(steps)
+
+
+def fast_or_compose(steps: list[v2.Transform]) -> Callable:
+    """`FastTransform(steps)` where it knows every step, else `v2.Compose(steps)`: the same pixels either way."""
+    from torchvision.transforms import v2
+
+    compose = v2.Compose(steps)
+    return FastTransform(compose) if FastTransform.handles(steps) else compose
+
+
+class FastTransform:
+    """A v2 pipeline of ToImage, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip, ToDtype(float, scale),
+    Normalize and RandomErasing run on a PIL image or uint8 tensor through v2's own kernels, without the per-op
+    dispatch (pytree flattening, type checks) that costs more than the pixels on small images. Each random op draws
+    from torch's generator exactly as v2's does, in the same order, so the output is v2's for the same generator
+    state; any other input goes through the v2 `compose` itself."""
+
+    KNOWN = ("ToImage", "Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "ToDtype", "Normalize",
+             "RandomErasing")
+
+    def __init__(self, compose: v2.Compose) -> None:
+        self.compose = compose
+        self.steps = list(compose.transforms)
+
+    @classmethod
+    def handles(cls, steps: Sequence[v2.Transform]) -> bool:
+        """Whether every step is one of KNOWN, with the settings this class runs (float32 output, zero padding)."""
+        from torchvision.transforms import v2
+
+        def known(step: v2.Transform) -> bool:
+            if type(step).__name__ not in cls.KNOWN or not type(step).__module__.startswith("torchvision."):
+                return False
+            if isinstance(step, v2.ToDtype):
+                return step.dtype == torch.float32 and step.scale
+            if isinstance(step, v2.RandomCrop):
+                return not step.pad_if_needed and step.padding_mode == "constant" and step.fill == 0
+            return True
+
+        return all(known(step) for step in steps)
+
+    def __call__(self, image: object) -> torch.Tensor:
+        from PIL import Image
+        from torchvision.transforms import v2
+        from torchvision.transforms.v2 import functional as F
+
+        if isinstance(image, Image.Image):
+            x = F.pil_to_tensor(image)
+        elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3:
+            x = image.as_subclass(torch.Tensor)
+        else:
+            return self.compose(image)
+        for step in self.steps:
+            if isinstance(step, v2.Resize):
+                x = F.resize(x, step.size, interpolation=step.interpolation, max_size=step.max_size,
+                             antialias=step.antialias)
+            elif isinstance(step, v2.CenterCrop):
+                x = F.center_crop(x, list(step.size))
+            elif isinstance(step, v2.RandomCrop):
+                x = _random_crop(x, step)
+            elif isinstance(step, v2.RandomHorizontalFlip):
+                if torch.rand(1) < step.p:  # v2 skips the op when torch.rand(1) >= p
+                    x = x.flip(-1)
+            elif isinstance(step, v2.ToDtype):
+                x = x.to(torch.float32).mul_(1.0 / 255)
+            elif isinstance(step, v2.Normalize):
+                x = F.normalize(x, step.mean, step.std, inplace=True)
+            elif isinstance(step, v2.RandomErasing):
+                x = step(x)
+        return x
+
+
+def _random_crop(image: torch.Tensor, step: v2.RandomCrop) -> torch.Tensor:
+    """v2.RandomCrop (zero padding, no pad_if_needed) with its draws: the top offset, then the left one."""
+    from torchvision.transforms.v2 import functional as F
+
+    pad_left, pad_right, pad_top, pad_bottom = step.padding if step.padding is not None else (0, 0, 0, 0)
+    if any((pad_left, pad_right, pad_top, pad_bottom)):
+        image = F.pad(image, [pad_left, pad_top, pad_right, pad_bottom], fill=0)
+    height, width = image.shape[-2:]
+    crop_h, crop_w = step.size
+    if height < crop_h or width < crop_w:
+        raise ValueError(f"Required crop size {(crop_h, crop_w)} is larger than input image size {(height, width)}.")
+    top = int(torch.randint(0, height - crop_h + 1, size=())) if height > crop_h else 0
+    left = int(torch.randint(0, width - crop_w + 1, size=())) if width > crop_w else 0
+    return image[..., top:top + crop_h, left:left + crop_w]
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
