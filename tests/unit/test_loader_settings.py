@@ -74,3 +74,20 @@ def test_a_resumed_image_folder_epoch_replays_the_augmentation_with_any_workers(
     rng = torch.get_rng_state()
     assert all(map(torch.equal, epoch_inputs(in_process, main_loader, 1), second))
     assert torch.equal(torch.get_rng_state(), rng)  # dropout and mixup draw as if no augmentation ran
+
+
+def test_a_resume_may_change_the_loader_settings_and_the_decoder() -> None:
+    """They change how fast the same batches come, not which: a resume takes them as requested."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose
+    from trainer.errors import CheckpointError
+    from trainer.training.resume_config import check_resume_config
+
+    saved = OmegaConf.to_container(compose("data=imagefolder", "data.train_dir=/x", "data.num_classes=3",
+                                           "data.decoder=pil"), resolve=True)
+    faster = {"decoder": "cuda", "eval_batch_size": 512, "pin_memory": False, "prefetch_factor": 4}
+    check_resume_config({"config": saved, "epoch": 1}, saved | {"data": saved["data"] | faster}, "last.pt", 1)
+    with pytest.raises(CheckpointError, match="data.batch_size: checkpoint 64 vs requested 8"):
+        check_resume_config({"config": saved, "epoch": 1}, saved | {"data": saved["data"] | {"batch_size": 8}},
+                            "last.pt", 1)
