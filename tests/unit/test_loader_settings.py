@@ -91,3 +91,21 @@ def test_a_resume_may_change_the_loader_settings_and_the_decoder() -> None:
     with pytest.raises(CheckpointError, match="data.batch_size: checkpoint 64 vs requested 8"):
         check_resume_config({"config": saved, "epoch": 1}, saved | {"data": saved["data"] | {"batch_size": 8}},
                             "last.pt", 1)
+
+
+def test_each_random_stream_of_an_epoch_is_apart_from_every_epochs_order() -> None:
+    """The per-sample augmentation seeds and decoder=cuda's draws are seeded apart from every epoch's order
+    generator and from each other (an offset from the epoch's seed would be a later epoch's order)."""
+    from trainer.data.sampler import EpochSampler
+
+    sampler = EpochSampler(10, 2, True, seed=7)
+    seeds = []
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        seeds += [sampler.epoch_generator().initial_seed(), sampler.stream_seed("sample augmentation"),
+                  sampler.stream_seed("device augmentation")]
+    assert len(set(seeds)) == len(seeds)
+    sampler.set_epoch(1)
+    first = sampler.sample_seeds()
+    sampler.set_epoch(1)
+    assert torch.equal(sampler.sample_seeds(), first)  # a function of (seed, epoch) alone

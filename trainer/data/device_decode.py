@@ -247,7 +247,7 @@ class FolderTrainBatches:
         self.positions = self.sampler.global_positions()
         self.draws = None
         if self.pipeline.augment.active:
-            seed = self.sampler.epoch_generator().initial_seed() + 2
+            seed = self.sampler.stream_seed("device augmentation")
             self.draws = PositionDraws(seed, self.pipeline.augment.draw)
 
     def __len__(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 
@@ -59,10 +60,16 @@ class EpochSampler(Sampler[int]):
         """A generator seeded for this epoch (also used to seed loader workers)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
+    def stream_seed(self, stream: str) -> int:
+        """The seed of one of this epoch's named random streams (the per-sample augmentation seeds, decoder=cuda's
+        draws): a hash of (seed, epoch, stream), so no stream repeats another epoch's order or another stream."""
+        digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{stream}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") >> 1
+
     def sample_seeds(self) -> torch.Tensor:
         """One seed per position of the epoch's (unpadded) order, from (seed, epoch) alone: what the per-sample
         augmentation of the sample at that position draws from (trainer/data/seeding.py)."""
-        generator = torch.Generator().manual_seed(self.epoch_generator().initial_seed() + 3)
+        generator = torch.Generator().manual_seed(self.stream_seed("sample augmentation"))
         return torch.randint(0, 2**62, (max(self.length, 1),), generator=generator)
 
     @property
