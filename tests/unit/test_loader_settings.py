@@ -27,7 +27,7 @@ def test_val_and_test_batches_hold_eval_batch_size_samples_twice_the_batch_by_de
         assert len(next(iter(default.train_loader(seed=0)))[1]) == 40  # training keeps data.batch_size
 
 
-def test_pin_memory_follows_the_device_unless_set_and_workers_persist_for_every_split() -> None:
+def test_pin_memory_follows_the_device_unless_set_and_workers_persist_but_for_the_test_pass() -> None:
     auto, off, on = (digits_module(num_workers=1, prefetch_factor=3, **keys)
                      for keys in ({}, {"pin_memory": False}, {"pin_memory": True}))
     for datamodule in (auto, off, on):
@@ -36,6 +36,8 @@ def test_pin_memory_follows_the_device_unless_set_and_workers_persist_for_every_
     val = off.val_loader(pin_memory=True)
     assert not val.pin_memory and val.persistent_workers and val.prefetch_factor == 3 and val.num_workers == 1
     assert auto.train_loader(seed=0, pin_memory=True).pin_memory and auto.val_loader(pin_memory=True).pin_memory
+    off.test_set = off.val_set  # the test split is read once, at the end: its workers do not outlive that pass
+    assert not off.test_loader().persistent_workers
 
 
 def test_prefetch_factor_needs_workers_and_eval_batch_size_must_be_positive() -> None:

@@ -146,9 +146,10 @@ class DataModule:
         return auto if self.pin_memory is None else self.pin_memory
 
     def _loader(self, dataset: Dataset, sampler: Sampler | Iterable, batch_size: int, pin_memory: bool,
-                generator: torch.Generator, collate_fn: Any = None) -> DataLoader:
+                generator: torch.Generator, collate_fn: Any = None, persistent: bool = True) -> DataLoader:
         """Every loader gets its own generator: creating an iterator draws a worker seed from it, and
-        drawing from the global RNG instead would shift dropout and mixup after a mid-epoch resume."""
+        drawing from the global RNG instead would shift dropout and mixup after a mid-epoch resume. Workers persist
+        across epochs unless the loader is read once (`persistent=False`: the test split)."""
         if isinstance(dataset, TensorDataset) and self.num_workers == 0:
             # Whole batches by one tensor index each: no per-sample Python, no collate.
             return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, False),
@@ -156,7 +157,8 @@ class DataModule:
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, generator=generator, collate_fn=collate_fn,
             num_workers=self.num_workers, worker_init_fn=seed_worker, pin_memory=self.pins(pin_memory),
-            persistent_workers=self.num_workers > 0, prefetch_factor=self.prefetch_factor, drop_last=False)
+            persistent_workers=persistent and self.num_workers > 0, prefetch_factor=self.prefetch_factor,
+            drop_last=False)
 
     def train_loader(self, seed: int, pin_memory: bool = False, device: torch.device | None = None, rank: int = 0,
                      world_size: int = 1) -> DataLoader | DeviceTrainBatches:
@@ -203,16 +205,17 @@ class DataModule:
         if self.test_set is None:
             raise RuntimeError(f"{type(self).__name__} has no test set (digits, fake with data.test_size=0 and "
                                "imagefolder without data.test_dir have none): check test_set first")
-        return self._eval_loader(self.test_set, pin_memory, device, rank, world_size)
+        return self._eval_loader(self.test_set, pin_memory, device, rank, world_size, persistent=False)
 
     def _eval_loader(self, dataset: Dataset, pin_memory: bool, device: torch.device | None, rank: int,
-                     world_size: int) -> DataLoader | DeviceValBatches:
+                     world_size: int, persistent: bool = True) -> DataLoader | DeviceValBatches:
         check_shard(rank, world_size)
         if self.in_memory:
             images, labels = (tensor[rank::world_size].to(device or "cpu") for tensor in dataset.tensors)
             return DeviceValBatches(images, labels, self._normalizer(device), self.eval_batch_size)
         sampler = SequentialSampler(dataset) if world_size == 1 else range(rank, len(dataset), world_size)
-        return self._loader(dataset, sampler, self.eval_batch_size, pin_memory, torch.Generator(), self.collate_fn)
+        return self._loader(dataset, sampler, self.eval_batch_size, pin_memory, torch.Generator(), self.collate_fn,
+                            persistent)
 
     def _normalizer(self, device: torch.device | None) -> Normalizer:
         return Normalizer(*self.normalization(), torch.device(device or "cpu"))
