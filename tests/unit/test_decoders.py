@@ -106,3 +106,16 @@ def test_the_fast_per_sample_pipeline_is_v2s_for_the_same_generator_state(inputs
             fast = transform(image)
             torch.manual_seed(k)
             assert torch.equal(fast, transform.compose(image)) and fast.shape == (3, 16, 16)
+
+
+def test_a_16_bit_image_takes_v2s_own_scaling() -> None:
+    """The fast per-sample path scales 8-bit images by 1/255; a 16-bit one goes through v2, which scales by its
+    dtype's maximum (a 1/255 scaling would give values up to 257)."""
+    import numpy as np
+    from PIL import Image
+
+    from trainer.data.transforms import eval_transform
+
+    image = Image.fromarray(np.array([[0, 65535], [1000, 30000]], dtype=np.uint16))
+    out = eval_transform([0.0], [1.0])(image)
+    assert out.max().item() == 1.0 and abs(out[0, 1, 0].item() - 1000 / 65535) < 1e-6

@@ -115,7 +115,7 @@ class FastTransform:
         from torchvision.transforms import v2
         from torchvision.transforms.v2 import functional as F
 
-        if isinstance(image, Image.Image):
+        if isinstance(image, Image.Image) and image.mode in ("L", "RGB"):  # 8-bit: ToDtype scales by 1/255
             x = F.pil_to_tensor(image)
         elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3:
             x = image.as_subclass(torch.Tensor)
