@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.conftest import mlp, toy_batches
 from trainer.training.ema import create_ema
-from trainer.training.loop import LoopSettings, train_epoch, validate
+from trainer.training.loop import LoopSettings, train_epoch, validate, validate_models
 from trainer.training.metrics import RunningStats, topk_correct
 from trainer.training.optim import Scheduler
 from trainer.training.regularization import Regularization
@@ -173,3 +173,25 @@ def test_phase_times_nest_without_double_counting(monkeypatch: pytest.MonkeyPatc
     assert times.seconds == {"train": 3.0, "checkpoint": 5.5}  # the nested checkpoint is not train time
     summary = times.summary(("setup", "train", "checkpoint"), wall_s=10.0)
     assert summary == {"setup": 0.0, "train": 3.0, "checkpoint": 5.5, "other": 1.5}
+
+
+def test_the_weights_and_their_ema_are_scored_in_one_read_of_the_split() -> None:
+    """Each val batch is read (loaded, decoded) once and scored by both models, with the scores each model's own
+    pass gives."""
+    batches, reads = toy_batches(), []
+
+    def counted():
+        for batch in batches:
+            reads.append(1)
+            yield batch
+
+    model, other = mlp(), mlp(hidden=8)
+    precision = Precision("32", torch.device("cpu"))
+    both = validate_models({"model": model, "ema": other}, counted(), nn.CrossEntropyLoss(), precision)
+    assert len(reads) == len(batches)
+    for name, net in (("model", model), ("ema", other)):
+        alone = validate(net, batches, nn.CrossEntropyLoss(), precision)
+        assert (both[name].loss, both[name].acc, both[name].samples) == pytest.approx(
+            (alone.loss, alone.acc, alone.samples))
+    assert both["model"].loss != pytest.approx(both["ema"].loss)
+

@@ -135,24 +135,36 @@ def forward_with_aux(model: nn.Module, inputs: torch.Tensor, targets: Any,
     return logits, loss
 
 
-@torch.inference_mode()
 def validate(model: nn.Module, batches: Batches, criterion: nn.Module, precision: Precision,
              memory_format: torch.memory_format = torch.preserve_format,
              collect: PredictionCollector | None = None) -> EpochStats:
     """Loss and accuracy of `model` in eval mode over `batches`, summed on the device (the host reads them once,
     at the end). With `collect`, the pass also gathers the report's predictions: read them with
     `collect.result()`."""
-    device = precision.device
-    model.eval()
-    stats = RunningStats(device)
+    return validate_models({"model": model}, batches, criterion, precision, memory_format,
+                           {"model": collect} if collect is not None else None)["model"]
+
+
+@torch.inference_mode()
+def validate_models(models: dict[str, nn.Module], batches: Batches, criterion: nn.Module, precision: Precision,
+                    memory_format: torch.memory_format = torch.preserve_format,
+                    collect: dict[str, PredictionCollector] | None = None) -> dict[str, EpochStats]:
+    """`validate` for several models (the weights and their EMA) in one read of `batches`: each batch is loaded,
+    decoded and moved once, then scored by every model. `collect` names the models whose predictions to gather."""
+    device, collect = precision.device, collect or {}
+    for model in models.values():
+        model.eval()
+    stats = {name: RunningStats(device) for name in models}
     start = time.perf_counter()
     for raw, targets in batches:
         inputs = raw.to(device, non_blocking=True, memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = model(inputs)
-            loss = criterion(logits, targets)
-        stats.update(loss, logits, targets)
-        if collect is not None:
-            collect.add(raw, logits, targets)
-    return stats.snapshot(time.perf_counter() - start)
+        for name, model in models.items():
+            with precision.autocast():
+                logits = model(inputs)
+                loss = criterion(logits, targets)
+            stats[name].update(loss, logits, targets)
+            if name in collect:
+                collect[name].add(raw, logits, targets)
+    seconds = time.perf_counter() - start
+    return {name: running.snapshot(seconds) for name, running in stats.items()}

@@ -23,7 +23,7 @@ from torch import nn
 
 from trainer.reporting.hooks import reports
 from trainer.training.checkpoint_checks import load_model_weights
-from trainer.training.loop import validate
+from trainer.training.loop import validate, validate_models
 from trainer.training.metrics import REPORT_SAMPLES, PredictionCollector, Predictions, merge_shards
 from trainer.training.selection import Monitor
 from trainer.training.tta import with_tta
@@ -48,11 +48,10 @@ def validate_epoch(run: RunSetup, console: RunConsole,
     models = {"model": run.model} | ({"ema": run.ema.module} if run.ema is not None else {})
     selected = Monitor.from_config(run.cfg.trainer).weights if collect else None
     collector = PredictionCollector() if collect else None
-    with console.progress("validate", run.val_steps * len(models)) as update:
-        scores = {name: run.ctx.reduce_stats(validate(
-            model, counted(islice(run.val_loader, run.val_steps), update, i * run.val_steps), criterion,
-            run.precision, fmt, collect=collector if name == selected else None), run.device)
-            for i, (name, model) in enumerate(models.items())}
+    with console.progress("validate", run.val_steps) as update:  # one read of the split for both weights
+        scores = validate_models(models, counted(islice(run.val_loader, run.val_steps), update), criterion,
+                                 run.precision, fmt, {selected: collector} if collector else None)
+    scores = {name: run.ctx.reduce_stats(stats, run.device) for name, stats in scores.items()}
     return scores["model"], scores.get("ema"), collector.result() if collector else None
 
 
