@@ -12,6 +12,7 @@ outputs/benchmark/ as `train/<class>/*.jpg` and `test/<class>/*.jpg`, then for e
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ class FolderPlan:
     cost_images: int  # images timed one by one for the decode and transform costs
 
 
-FULL_FOLDER = FolderPlan(train_per_class=None, test_per_class=None, runs=3, loader_rounds=3, loader_warmup=4,
+FULL_FOLDER = FolderPlan(train_per_class=None, test_per_class=None, runs=3, loader_rounds=5, loader_warmup=4,
                          cost_images=1000)
 QUICK_FOLDER = FolderPlan(train_per_class=40, test_per_class=10, runs=1, loader_rounds=1, loader_warmup=1,
                           cost_images=100)
@@ -144,8 +145,10 @@ def end_to_end(jobs: dict[str, list[str]], runs: int, say: Say) -> dict[str, dic
             for side in ((TRAINER, HAND) if r % 2 == 0 else (HAND, TRAINER)):
                 say(f"imagefolder: run {r + 1}/{runs}, decoder={decoder}, {side}")
                 job = trainer_job(overrides) if side == TRAINER else hand_job(overrides, decoder)
+                job["load_average"] = round(os.getloadavg()[0], 2)  # other work on the machine skews a run
                 results[decoder][side].append(job)
-                say(f"  {job['wall_s']:.1f} s, {job['train_samples_per_s']:,.0f} train samples/s")
+                say(f"  {job['wall_s']:.1f} s, {job['train_samples_per_s']:,.0f} train samples/s, load average "
+                    f"{job['load_average']}")
     return results
 
 
@@ -181,37 +184,45 @@ def loader_epochs(jobs: dict[str, list[str]], plan: FolderPlan, say: Say) -> dic
     return rates
 
 
-def per_image_costs(overrides: list[str], images: int) -> dict[str, Any]:
-    """Microseconds per image of the trainer's train set (data.val_dir given: an ImageFolder) spent in its loader
-    (data.decoder's decode) and in each op of its train transforms, on its first `images` files after a few
-    untimed ones, on one torch thread as in a loader worker."""
+def per_image_costs(overrides: list[str], decoder: str, images: int) -> dict[str, Any]:
+    """Microseconds per image, on the first `images` training files after a few untimed ones, on one torch
+    thread as in a loader worker: the trainer's train set (an ImageFolder, data.val_dir being given) in its
+    loader (data.decoder's decode) and its train transform; the hand loop's v2.Compose on the same decoded
+    images, op by op."""
     import time
 
     import torch
+    from bench_imagefolder_hand import Spec, build_loaders
 
     from trainer.build import build_data
 
-    dataset = build_data(compose(*overrides)).train_set
-    paths = [path for path, _ in dataset.samples[:images]]
+    cfg = compose(*overrides)
+    ours = build_data(cfg).train_set
+    hand = build_loaders(Spec(**hand_spec(cfg, decoder, Path(tempfile.gettempdir()))))[0].dataset.transform
+    paths = [path for path, _ in ours.samples[:images]]
     threads, clock = torch.get_num_threads(), time.perf_counter
     torch.set_num_threads(1)
     try:
         for path in paths[:5]:  # the decoders' and ops' first calls set themselves up
-            dataset.transform(dataset.loader(path))
+            ours.transform(ours.loader(path))
+            hand(ours.loader(path))
         start = clock()
-        decoded = [dataset.loader(path) for path in paths]
-        decode_s, ops_s = clock() - start, dict.fromkeys(range(len(dataset.transform.transforms)), 0.0)
+        decoded = [ours.loader(path) for path in paths]
+        decode_s, start = clock() - start, clock()
         for image in decoded:
-            for i, op in enumerate(dataset.transform.transforms):
+            ours.transform(image)
+        transform_s, ops_s = clock() - start, [0.0] * len(hand.transforms)
+        for image in decoded:
+            for i, op in enumerate(hand.transforms):
                 start = clock()
                 image = op(image)
                 ops_s[i] += clock() - start
     finally:
         torch.set_num_threads(threads)
-    ops_us = {f"{i}:{type(op).__name__}": ops_s[i] / len(paths) * 1e6
-              for i, op in enumerate(dataset.transform.transforms)}
-    return {"images": len(paths), "decode_us": decode_s / len(paths) * 1e6, "transform_us": sum(ops_us.values()),
-            "ops_us": ops_us}
+    ops_us = {f"{i}:{type(op).__name__}": ops_s[i] / len(paths) * 1e6 for i, op in enumerate(hand.transforms)}
+    return {"images": len(paths), "decode_us": decode_s / len(paths) * 1e6,
+            "transform_us": transform_s / len(paths) * 1e6, "transform": type(ours.transform).__name__,
+            "hand_transform_us": sum(ops_us.values()), "hand_ops_us": ops_us}
 
 
 def served(datamodule: Any, loader: Iterable, epoch: int, batches: int | None) -> int:
@@ -229,8 +240,9 @@ def med(jobs: list[dict], key: str) -> float:
 
 
 def hand_over_trainer(sides: dict[str, list[dict]]) -> float:
-    """The hand loop's median wall over the trainer's: above 1, the trainer is faster end to end."""
-    return med(sides[HAND], "wall_s") / med(sides[TRAINER], "wall_s")
+    """The median over the runs of the hand loop's wall over the trainer's in the same run (the two ran back to
+    back): above 1, the trainer is faster end to end. A pair shares the machine's load of its minutes."""
+    return median(hand["wall_s"] / ours["wall_s"] for ours, hand in zip(sides[TRAINER], sides[HAND], strict=True))
 
 
 def skipped_rows(table: Table, skips: dict[str, str]) -> None:
@@ -268,7 +280,8 @@ def end_to_end_tables(results: dict[str, dict[str, list[dict]]], skips: dict[str
         "augment=basic's padded crop and flip, normalise), fused AdamW with the config's lr/betas/eps/decay, "
         "CosineAnnealingLR, one inference_mode validation pass at the trainer's eval batch, then best.pt and "
         "last.pt (model, optimizer, scheduler); no report, no logs",
-        "trainer / hand: the hand loop's wall over the trainer's (above 1: the trainer is faster end to end)",
+        "trainer / hand: the median over the runs of the hand loop's wall over the trainer's, the two of a run "
+        "back to back (above 1: the trainer is faster end to end)",
     ]
     phases.notes = [
         "trainer: summary.json's phase_s; start-up: process wall - summary.json wall_s (interpreter, imports, "
@@ -285,21 +298,24 @@ def loader_table(rates: dict[str, dict[str, list[float]]], costs: dict[str, dict
                  skips: dict[str, str], plan: FolderPlan) -> Table:
     table = Table("6c. image folder: the train loader alone (no model), samples/s",
                   ["decoder", "trainer's train loader", "hand loop's DataLoader", "vs pil (trainer's)",
-                   "decode us/image", "transforms us/image", "largest transform ops, us/image"])
+                   "decode us/image", "trainer's transforms us/image", "hand's v2.Compose us/image",
+                   "largest v2 ops, us/image"])
     pil = median(rates["pil"][TRAINER]) if "pil" in rates else None
     for decoder, sides in rates.items():
         speedup = f"{median(sides[TRAINER]) / pil:.2f}x" if pil else "-"
         table.rows.append([decoder, spread(sides[TRAINER]), spread(sides[HAND]), speedup,
-                           f"{costs[decoder]['decode_us']:.0f}", f"{costs[decoder]['transform_us']:.0f}",
-                           largest_ops(costs[decoder]["ops_us"])])
+                           *(f"{costs[decoder][key]:.0f}" for key in ("decode_us", "transform_us",
+                                                                       "hand_transform_us")),
+                           largest_ops(costs[decoder]["hand_ops_us"])])
     table.notes = [
         f"medians (min-max) of {plan.loader_rounds} whole epoch(s) per loader after a {plan.loader_warmup}-batch "
         "warm-up, the loaders taking turns; batches made by 2 workers (augment=basic) and thrown away",
         "trainer's: run.train_loader as trainer/training/train.py builds it (persistent workers, started in the "
         "warm-up); hand loop's: a plain DataLoader, whose workers start with every epoch (timed)",
-        f"us/image: the trainer's ImageFolder loader (the decode) and each op of its train transforms on the first "
-        f"{plan.cost_images} training images, in this process on one torch thread (as a loader worker runs): what "
-        "one worker spends per sample",
+        f"us/image: what one loader worker spends per training image (the first {plan.cost_images}, in this "
+        "process on one torch thread, as a worker runs): the trainer's ImageFolder loader (data.decoder) and train "
+        f"transform ({next(iter(costs.values()), {}).get('transform', '-')}); the hand loop's v2.Compose on the "
+        "same decoded images, op by op",
     ]
     skipped_rows(table, skips)
     return table
@@ -347,7 +363,7 @@ def bench_imagefolder(plan: Any, say: Say) -> Section:
             jobs[decoder] = trainer_overrides(folder, args)
     results = end_to_end(jobs, folder_plan.runs, say)
     rates = loader_epochs(jobs, folder_plan, say)
-    costs = {decoder: per_image_costs(jobs[decoder], folder_plan.cost_images) for decoder in jobs}
+    costs = {decoder: per_image_costs(jobs[decoder], decoder, folder_plan.cost_images) for decoder in jobs}
     tables = [*end_to_end_tables(results, skips, manifest, folder_plan.runs),
               loader_table(rates, costs, skips, folder_plan)]
     raw = {"folder": str(folder), "images": manifest["images"], "plan": asdict(folder_plan), "skipped": skips,

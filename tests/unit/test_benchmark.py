@@ -151,21 +151,23 @@ def fake_job(wall: float, run_wall: float) -> dict:
 
 def test_the_image_folder_tables_and_checks_from_stubbed_measurements() -> None:
     trainer, hand = bench_imagefolder.TRAINER, bench_imagefolder.HAND
-    results = {"pil": {trainer: [fake_job(10.0, 8.0), fake_job(12.0, 9.0)], hand: [fake_job(11.0, 10.0)]}}
+    results = {"pil": {trainer: [fake_job(10.0, 8.0), fake_job(12.0, 9.0)],
+                       hand: [fake_job(11.0, 10.0), fake_job(10.8, 9.8)]}}  # hand / trainer: 1.1 and 0.9
     skips = {"torchvision": "no data.decoder key"}
     e2e, phases = bench_imagefolder.end_to_end_tables(results, skips, {"images": {"train": 1000, "test": 200}}, 2)
     assert e2e.rows[0] == ["pil", trainer, "11.0 (10.0-12.0)", "91", "500", "0.400", "1.000"]
-    assert e2e.rows[1][:3] == ["pil", hand, "11.0"] and e2e.rows[1][-1] == "-"
+    assert e2e.rows[1][:3] == ["pil", hand, "10.9 (10.8-11.0)"] and e2e.rows[1][-1] == "-"
     assert e2e.rows[2] == ["torchvision", "skipped", "-", "-", "-", "-", "-"]
     assert "decoder=torchvision skipped: no data.decoder key" in e2e.notes
     assert phases.rows[0][:4] == ["pil", trainer, "2.50", "0.50"] and phases.rows[1][2] == "1.00"
 
     rates = {"pil": {trainer: [1000.0], hand: [900.0]}, "torchvision": {trainer: [1400.0], hand: [1200.0]}}
     ops = {"0:ToImage": 10.0, "1:Resize": 200.0, "2:CenterCrop": 20.0, "3:Flip": 70.0}
-    costs = dict.fromkeys(rates, {"decode_us": 100.0, "transform_us": 300.0, "ops_us": ops})
+    costs = dict.fromkeys(rates, {"decode_us": 100.0, "transform_us": 150.0, "transform": "FastTransform",
+                                  "hand_transform_us": 300.0, "hand_ops_us": ops})
     plan = bench_imagefolder.QUICK_FOLDER
     loader = bench_imagefolder.loader_table(rates, costs, {}, plan)
-    assert loader.rows[1] == ["torchvision", "1,400", "1,200", "1.40x", "100", "300",
+    assert loader.rows[1] == ["torchvision", "1,400", "1,200", "1.40x", "100", "150", "300",
                               "Resize 200, Flip 70, CenterCrop 20"]
     checks = bench_imagefolder.section_checks(results, rates, skips)
     assert [(c.value, c.status) for c in checks] == [("1", "PASS"), ("-", "skipped"), ("1.4x", "PASS")]
