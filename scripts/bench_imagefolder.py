@@ -7,6 +7,11 @@ outputs/benchmark/ as `train/<class>/*.jpg` and `test/<class>/*.jpg`, then for e
   2 loader workers, augment=basic, data.val_dir = the test folder) against the minimal hand-written loop of
   scripts/bench_imagefolder_hand.py on the same settings, both timed as subprocesses, in alternating order;
 - the loader alone: the trainer's train loader and the hand loop's, epochs made and thrown away, no model.
+
+data.val_dir is the test folder (as timm's train.py validates on a val folder): both sides train on all 10,000
+training images, run one validation pass over the 2,000 test images and write best.pt and last.pt; the trainer
+also loads best.pt for its test step (there is no test split) and writes its report, which the hand loop does not.
+Both sides are timed as whole processes (start-up included), and by phase from inside.
 """
 
 from __future__ import annotations
