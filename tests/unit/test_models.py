@@ -245,15 +245,6 @@ def convs_before_last_stage(model: torch.nn.Module) -> set[str]:
     return {name for name, size in reference.items() if size > lowest}
 
 
-@pytest.fixture
-def one_thread():
-    """Forward passes this small are faster on one thread, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # One member per structure, built small: (option, overrides).
 MIN_SIZE_CASES = [
     ("simple_cnn", ["model.widths=[4,4,4,4]"]),
@@ -267,7 +258,7 @@ MIN_SIZE_CASES = [
 
 
 @pytest.mark.parametrize(("option", "overrides"), MIN_SIZE_CASES, ids=[" ".join([o, *r]) for o, r in MIN_SIZE_CASES])
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("single_thread")
 def test_each_minimum_image_size_is_the_boundary(option: str, overrides: list[str]) -> None:
     # At the minimum the model runs and every conv before its last stage sees >= 2 px; one pixel less
     # collapses a map to 1 px before the last stage (or fails), and validation refuses it.
