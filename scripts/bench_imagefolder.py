@@ -87,25 +87,19 @@ def trainer_overrides(folder: Path, decoder_args: tuple[str, ...]) -> list[str]:
     return [*JOB, f"data.train_dir={folder / 'train'}", f"data.val_dir={folder / 'test'}", *decoder_args]
 
 
-def eval_batch_size(data: DictConfig) -> int:
-    """The batch the trainer validates with: data.eval_batch_size (null: twice the train batch) where the
-    config has that key, else the train batch."""
-    if "eval_batch_size" not in data:
-        return int(data.batch_size)
-    return int(data.eval_batch_size) if data.eval_batch_size is not None else 2 * int(data.batch_size)
-
-
 def hand_spec(cfg: DictConfig, decoder: str, checkpoint_dir: Path) -> dict[str, Any]:
     """scripts/bench_imagefolder_hand.py's Spec for the job `cfg` runs: every setting read from that config."""
     from omegaconf import OmegaConf
 
+    from trainer.data.capabilities import eval_batch
     from trainer.schema.model import RUN_ONLY_KEYS
 
     data, aug, optim = cfg.data, cfg.augment, cfg.optim
     model = OmegaConf.to_container(cfg.model, resolve=True)
     target = model.pop("_target_")
     return {"train_dir": data.train_dir, "val_dir": data.val_dir, "decoder": decoder,
-            "batch_size": int(data.batch_size), "eval_batch_size": eval_batch_size(data),
+            "batch_size": int(data.batch_size),
+            "eval_batch_size": eval_batch(int(data.batch_size), data.eval_batch_size),
             "num_workers": int(data.num_workers), "resize": round(data.image_size / data.crop_fraction),
             "image_size": int(data.image_size), "padding": data.image_size // 8 if aug.padding is None else aug.padding,
             "flip": 0.5 if aug.flip else 0.0, "mean": list(data.mean), "std": list(data.std),
