@@ -48,7 +48,7 @@ def test_data_options_build_datasets(option: str, tmp_path) -> None:
 # its code (tests/unit/test_models.py builds every one of them against its reference), so their own forward and
 # backward pass, a sizeable share of the suite's time, runs in the slow tier.
 FAMILY_REPRESENTATIVES = ("mlp", "simple_cnn", "vgg11", "resnet18", "resnet50", "googlenet", "efficientnet_b0",
-                          "torchvision", "vit", "rnn", "timm")
+                          "torchvision", "vit", "rnn", "timm", "airbench")
 MODEL_DATA = [(option, "digits") if option in FAMILY_REPRESENTATIVES else
               pytest.param(option, "digits", marks=pytest.mark.slow) for option in options("model")] + [
     (option, "fake") for option in options("model") if option in FAMILY_REPRESENTATIVES]

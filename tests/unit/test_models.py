@@ -254,6 +254,7 @@ MIN_SIZE_CASES = [
     ("vgg11", ["model.classifier_width=8", "model.pool_size=1"]),
     ("googlenet", []),
     ("efficientnet_b0", []),
+    ("airbench", ["model.widths=[4,4,4]"]),
 ]
 
 
@@ -283,6 +284,7 @@ def test_minimum_sizes_follow_the_structure() -> None:
     assert [catalog.simple_cnn_min_size(n) for n in range(1, 6)] == [1, 2, 3, 5, 9]
     assert {catalog.vgg_min_size(depth) for depth in catalog.VGG_LAYERS} == {9}
     assert (catalog.googlenet_min_size(), catalog.efficientnet_min_size()) == (31, 17)
+    assert [catalog.airbench_min_size(n, 2) for n in range(1, 5)] == [3, 5, 9, 17]
     validate(compose())  # the default run: simple_cnn (4 blocks, minimum 5 px) on 8-px digits
     validate(compose("model=mlp", "data.image_size=1", "model.hidden_sizes=[4]"))  # the MLP takes any size
 

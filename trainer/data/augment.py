@@ -26,11 +26,13 @@ class CropFlip:
     size: int  # the crop's output side (the data's image_size)
     padding: int  # zero padding on every side before a random crop of `size`; 0: no crop
     flip: float  # probability of a horizontal flip; 0: no flip
+    alternating: bool = False  # flips alternate per image over epochs (batched paths only, see BatchAugment)
 
     @classmethod
-    def of(cls, image_size: int, padding: int | None, flip: bool) -> CropFlip:
+    def of(cls, image_size: int, padding: int | None, flip: bool, alternating: bool = False) -> CropFlip:
         """`padding` None: image_size // 8; `flip`: torchvision's RandomHorizontalFlip probability, 0.5."""
-        return cls(image_size, image_size // 8 if padding is None else padding, 0.5 if flip else 0.0)
+        return cls(image_size, image_size // 8 if padding is None else padding, 0.5 if flip else 0.0,
+                   alternating and flip)
 
     def ops(self) -> list[v2.Transform]:
         from torchvision.transforms import v2
@@ -89,9 +91,11 @@ def none() -> None:
     return None
 
 
-def basic(image_size: int, padding: int | None = None, flip: bool = True, erasing: float = 0.0) -> Augment:
-    """Random crop with padding plus horizontal flip (turn flips off for digits and text)."""
-    geometry = CropFlip.of(image_size, padding, flip)
+def basic(image_size: int, padding: int | None = None, flip: bool = True, erasing: float = 0.0,
+          alternating_flip: bool = False) -> Augment:
+    """Random crop with padding plus horizontal flip (turn flips off for digits and text); `alternating_flip`: each
+    image is flipped at random in the first epoch and the other way in each next one (data.in_memory only)."""
+    geometry = CropFlip.of(image_size, padding, flip, alternating_flip)
     return Augment("basic", tuple(geometry.ops()), erasing, crop_flip=geometry)
 
 

@@ -100,6 +100,9 @@ class DataModule:
                           "decoded per sample; set data.in_memory=false")
 
     def setup(self, augment: Augment | None = None) -> None:
+        if not self.in_memory and augment is not None and augment.crop_flip and augment.crop_flip.alternating:
+            raise ConfigError("augment.alternating_flip=true flips each image by its epoch, which only the batched "
+                              "in-memory path does: set data.in_memory=true, or augment.alternating_flip=false")
         if not self.in_memory:
             self.train_set, self.val_set, self.test_set = self.build(augment)
             return
@@ -127,6 +130,19 @@ class DataModule:
         if self._train_labels is None or self._train_labels[0] is not self.train_set:
             self._train_labels = self.train_set, dataset_labels(self.train_set)
         return self._train_labels[1]
+
+    def first_train_images(self, count: int) -> torch.Tensor:
+        """The first `count` training images as the model sees them (normalised float): in memory without
+        augmentation; per sample through the train transform, its random draws kept apart from the run's RNG."""
+        count = min(count, len(self.train_set))
+        if self.in_memory:
+            return self._normalizer(None)(self.train_set.tensors[0][:count])
+        with torch.random.fork_rng():
+            images = [self.train_set[index][0] for index in range(count)]
+        if not all(isinstance(image, torch.Tensor) for image in images):
+            raise ConfigError(f"{type(self).__name__} yields undecoded training samples (data.decoder=cuda decodes "
+                              "them on the device): the whitening init needs images; use another data.decoder")
+        return torch.stack(images)
 
     def overfit(self, num_batches: int) -> None:
         """Train and validate on the same first `num_batches` training batches, in a fixed order.

@@ -3,7 +3,9 @@
 Same semantics as the per-sample v2 pipeline: `RandomCrop(size, padding=p)` with zero padding (offsets uniform
 on 0..2p per axis), then `RandomHorizontalFlip(p)`, then conversion and normalisation, then `RandomErasing`
 (torchvision's defaults: scale 0.02..0.33, ratio 0.3..3.3, up to 10 tries, value 0). The random numbers for a
-whole epoch are drawn up front from one generator, one row per position in the epoch's order.
+whole epoch are drawn up front from one generator, one row per position in the epoch's order. With
+`alternating_flip` a flip belongs to the image, not the position: drawn once per image for the first epoch, then
+inverted in every odd one.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class BatchAugment:
     padding: int = 0
     flip: float = 0.0
     erasing: float = 0.0
+    alternating_flip: bool = False
 
     @classmethod
     def from_augment(cls, augment: Augment | None, image_size: int, setting: str = "data.in_memory=true",
@@ -61,7 +64,7 @@ class BatchAugment:
             raise ConfigError(f"{setting} runs augment={augment.name} on the device as a zero-padded "
                               f"{image_size}x{image_size} random crop and flip, but this augment has {crop}; "
                               f"set augment.image_size={image_size}, or {instead}")
-        return cls(image_size, geometry.padding, geometry.flip, float(augment.erasing))
+        return cls(image_size, geometry.padding, geometry.flip, float(augment.erasing), geometry.alternating)
 
     @property
     def active(self) -> bool:
@@ -73,11 +76,17 @@ class BatchAugment:
         offsets = flips = erase = None
         if self.padding:
             offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator, device=device)
-        if self.flip:
+        if self.flip and not self.alternating_flip:  # alternating flips come from `image_flips`
             flips = torch.rand(n, generator=generator, device=device) < self.flip
         if self.erasing:
             erase = self._draw_erasing(n, generator)
         return EpochDraws(offsets, flips, erase)
+
+    def image_flips(self, images: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """`alternating_flip`'s flip of each image in `epoch`: a draw per image from `generator` (seeded the same for
+        every epoch), inverted in odd epochs."""
+        first = torch.rand(images, generator=generator, device=generator.device) < self.flip
+        return first ^ bool(epoch % 2)
 
     def _draw_erasing(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """RandomErasing's box per position: the first of 10 tries (area, aspect ratio) that fits, if any."""

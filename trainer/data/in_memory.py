@@ -73,10 +73,15 @@ class DeviceTrainBatches:
         self.order = self.sampler.epoch_order().to(self.device)
         self.positions = self.sampler.global_positions().to(self.device)
         self.draws: EpochDraws | None = None
+        self.image_flips: torch.Tensor | None = None
         if self.augment.active:
             generator = torch.Generator(device=self.device)
             generator.manual_seed((self.sampler.epoch_generator().initial_seed() + 2) % 2**64)
             self.draws = self.augment.draw(self.sampler.length, generator)
+        if self.augment.alternating_flip:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(self.sampler.stream_seed("alternating flips", epoch=0))
+            self.image_flips = self.augment.image_flips(len(self.images), epoch, generator)
 
     def __len__(self) -> int:
         """Batches left from `start_batch` on, as `len()` of the DataLoader path's loader."""
@@ -91,7 +96,8 @@ class DeviceTrainBatches:
                 yield self.normalize(inputs), self.labels[index]
                 continue
             draws, positions = self.draws, self.positions[start:start + size]
-            inputs = self.augment.crop_flip(inputs, _rows(draws.offsets, positions), _rows(draws.flips, positions))
+            flips = _rows(draws.flips, positions) if self.image_flips is None else self.image_flips[index]
+            inputs = self.augment.crop_flip(inputs, _rows(draws.offsets, positions), flips)
             inputs = self.normalize(inputs)
             if draws.erase is not None:
                 inputs = self.augment.erase(inputs, draws.erase[positions])

@@ -60,10 +60,11 @@ class EpochSampler(Sampler[int]):
         """A generator seeded for this epoch (also used to seed loader workers)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
-    def stream_seed(self, stream: str) -> int:
-        """The seed of one of this epoch's named random streams (the per-sample augmentation seeds, decoder=cuda's
-        draws): a hash of (seed, epoch, stream), so no stream repeats another epoch's order or another stream."""
-        digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{stream}".encode(), digest_size=8).digest()
+    def stream_seed(self, stream: str, epoch: int | None = None) -> int:
+        """The seed of one of this epoch's (or `epoch`'s) named random streams (the per-sample augmentation seeds,
+        decoder=cuda's draws): a hash of (seed, epoch, stream), so no stream repeats another epoch's or stream's."""
+        epoch = self.epoch if epoch is None else epoch
+        digest = hashlib.blake2b(f"{self.seed}:{epoch}:{stream}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "little") >> 1
 
     def sample_seeds(self) -> torch.Tensor:

@@ -154,3 +154,8 @@ def efficientnet_min_size() -> int:
     """The stem and the strided stages but the last (the blocks after it, and the head, are the last stage)."""
     strided = [(kernel, stride, kernel // 2, False) for _, kernel, stride, *_ in EFFICIENTNET_B0_STAGES if stride > 1]
     return smallest_input([EFFICIENTNET_STEM, *strided[:-1]])
+
+
+def airbench_min_size(groups: int, whiten_kernel: int) -> int:
+    """The whitening conv (no padding), then each conv group's 2x2 max-pool but the last group's."""
+    return smallest_input([(whiten_kernel, 1, 0, False), *[(2, 2, 0, False)] * (groups - 1)])

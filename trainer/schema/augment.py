@@ -43,6 +43,9 @@ class CropFlipConfig(FlipEraseConfig):
 @dataclass
 class BasicConfig(CropFlipConfig):
     _target_: str = "trainer.data.augment.basic"
+    # true: each image is flipped at random in the first epoch, then the other way in every next epoch (every
+    # image is seen both ways, as in the CIFAR-10 speed record); runs with data.in_memory=true only
+    alternating_flip: bool = False
 
 
 @dataclass

@@ -27,7 +27,7 @@ def one_of(names: tuple[object, ...]) -> str:
 
 # The model keys that say how a training run starts and trains its model, not what the model is: build_model does
 # not pass them to the model's builder, and eval, predict and export (built from a checkpoint) ignore them.
-RUN_ONLY_KEYS = ("init_from", "freeze")
+RUN_ONLY_KEYS = ("init_from", "freeze", "whiten_init")
 # The model keys that name where a fresh model's pretrained weights come from (a local file): a model
 # rebuilt from a checkpoint (eval, predict, export) takes the checkpoint's weights, so they are reset to null there.
 WEIGHT_SOURCE_KEYS = ("pretrained_file",)
@@ -192,6 +192,34 @@ class EfficientNetConfig(ModelConfig):
 
 
 @dataclass
+class AirbenchConfig(ModelConfig):
+    """`model=airbench`: the CIFAR-10 speed-record network (trainer/models/airbench.py): a frozen 2x2 patch-whitening
+    conv, conv-pool-BN-GELU groups of `widths`, a global max-pool and a bias-free head scaled by `logit_scale`."""
+
+    _target_: str = "trainer.models.airbench.Airbench"
+    widths: list[int] = field(default_factory=lambda: [64, 256, 256])  # one conv group (and 2x2 max-pool) each
+    whiten_kernel: int = 2  # the whitening conv's patch side: 2 * in_channels * whiten_kernel^2 filters
+    whiten_init: bool = True  # a training run sets the whitening filters from its first training images
+    bn_momentum: float = 0.4  # torch's BatchNorm momentum (airbench's 0.6 is 1 - 0.4)
+    logit_scale: float = 1 / 9  # the head's outputs are multiplied by it
+    act: str = "gelu"  # relu, leaky_relu, elu, gelu, silu (swish), sigmoid, tanh, none
+
+    def __post_init__(self) -> None:
+        require(self.act in ACTIVATION_NAMES, "act", one_of(ACTIVATION_NAMES), self.act)
+        require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths", "non-empty, all > 0",
+                self.widths)
+        require(self.whiten_kernel >= 1, "whiten_kernel", ">= 1", self.whiten_kernel)
+        require(0.0 < self.bn_momentum <= 1.0, "bn_momentum", "in (0, 1]", self.bn_momentum)
+        require(self.logit_scale > 0, "logit_scale", "> 0", self.logit_scale)
+
+    def min_image_size(self) -> int:
+        return catalog.airbench_min_size(len(self.widths), self.whiten_kernel)
+
+    def label(self) -> str:
+        return f"airbench with {len(self.widths)} conv groups"
+
+
+@dataclass
 class TorchvisionConfig(ModelConfig):
     """`model=torchvision`: any torchvision.models builder by name, adapted to the data's channels and classes."""
 
@@ -305,7 +333,8 @@ def check_kwargs(kwargs: Any, set_by: dict[str, str]) -> dict[str, Any]:
 
 SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
            "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig,
-           "vit": ViTConfig, "rnn": RNNConfig, "timm": TimmConfig}
+           "vit": ViTConfig, "rnn": RNNConfig, "timm": TimmConfig,
+           "airbench": AirbenchConfig}
 
 
 def check_input_size(cfg: DictConfig) -> None:

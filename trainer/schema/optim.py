@@ -11,7 +11,8 @@ from trainer.schema.checks import require
 LR_SCALINGS = ("linear", "sqrt")  # optim.scale_lr_with_batch
 # Keys of every optim option that are the trainer's, not the optimizer class's: they shape the parameter groups
 # and the lr, and never reach the class.
-TRAINER_KEYS = ("no_decay_norm_bias", "layer_decay", "head_lr_mult", "scale_lr_with_batch", "base_batch_size")
+TRAINER_KEYS = ("no_decay_norm_bias", "layer_decay", "head_lr_mult", "norm_bias_lr_mult", "scale_lr_with_batch",
+                "base_batch_size")
 
 
 @dataclass
@@ -23,7 +24,9 @@ class OptimConfig:
     (timm's convention: a ViT's pos_embed) never decay either way. `layer_decay` gives a parameter at depth d of a
     model's L depths (its stem, each block, its head: trainer/training/param_groups.py) the lr x
     layer_decay^(L-1-d) (BEiT's layer-wise decay: the head keeps optim.lr, the stem gets the least);
-    `head_lr_mult` multiplies the head's lr. `scale_lr_with_batch` sets optim.lr, at the start of a
+    `head_lr_mult` multiplies the head's lr. `norm_bias_lr_mult` (BatchNorm bias scaling, airbench's 64) multiplies the
+    lr of normalisation layers' biases and divides their weight decay by as much, so that lr x decay stays the same.
+    `scale_lr_with_batch` sets optim.lr, at the start of a
     run, to optim.lr x (global batch / base_batch_size) (`linear`) or its square root (`sqrt`).
     """
 
@@ -34,6 +37,7 @@ class OptimConfig:
     no_decay_norm_bias: bool = False  # true: biases and norm weights (1-D parameters) get no weight decay
     layer_decay: float | None = None  # e.g. 0.75: each depth below the head trains at 0.75x the lr above it
     head_lr_mult: float | None = None  # e.g. 10: the classifier head trains at 10x the lr (null: 1x)
+    norm_bias_lr_mult: float | None = None  # e.g. 64: norm-layer biases train at 64x the lr, decay / 64 (null: 1x)
     scale_lr_with_batch: str | None = None  # null | linear | sqrt: optim.lr is the lr at base_batch_size
     base_batch_size: int = 256  # the global batch optim.lr is meant for, with scale_lr_with_batch
 
@@ -43,6 +47,8 @@ class OptimConfig:
         require(self.layer_decay is None or 0 < self.layer_decay <= 1, "layer_decay", "in (0, 1] or null",
                 self.layer_decay)
         require(self.head_lr_mult is None or self.head_lr_mult > 0, "head_lr_mult", "> 0 or null", self.head_lr_mult)
+        require(self.norm_bias_lr_mult is None or self.norm_bias_lr_mult > 0, "norm_bias_lr_mult", "> 0 or null",
+                self.norm_bias_lr_mult)
         require(self.scale_lr_with_batch in (None, *LR_SCALINGS), "scale_lr_with_batch",
                 " or ".join(["null", *LR_SCALINGS]), self.scale_lr_with_batch)
         require(self.base_batch_size >= 1, "base_batch_size", ">= 1", self.base_batch_size)

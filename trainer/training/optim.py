@@ -67,7 +67,8 @@ def create_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer
     factory = instantiate(kwargs, _convert_="all")
     groups = parameter_groups(model, kwargs["lr"], kwargs.get("weight_decay", 0.0),
                               no_decay_norm_bias=bool(own["no_decay_norm_bias"]), layer_decay=own["layer_decay"],
-                              head_lr_mult=own["head_lr_mult"], split_muon=issubclass(factory.func, Muon))
+                              head_lr_mult=own["head_lr_mult"],
+                              norm_bias_lr_mult=own["norm_bias_lr_mult"], split_muon=issubclass(factory.func, Muon))
     params = [p for group in groups for p in group["params"]]
     return factory(groups, **fast_kernel_kwargs(factory.func, params))
 

@@ -28,11 +28,13 @@ STACK_MIN = 4
 
 @dataclass(frozen=True)
 class GroupKey:
-    """What sets a parameter's group apart: its lr scale, whether it decays, whether Muon steps it."""
+    """What sets a parameter's group apart: its lr scale, whether it decays, whether Muon steps it, and the
+    norm-bias boost that scales its lr up and its decay down."""
 
     lr_scale: float
     decays: bool
     muon: bool
+    boost: float = 1.0
 
 
 def is_leaf(module: nn.Module) -> bool:
@@ -121,6 +123,12 @@ def norm_or_bias(model: nn.Module) -> set[int]:
             if p.ndim <= 1 or isinstance(module, NORM_LAYERS)}
 
 
+def norm_biases(model: nn.Module) -> set[int]:
+    """The biases of normalisation layers (by id): what `norm_bias_lr_mult` scales."""
+    return {id(module.bias) for module in model.modules()
+            if isinstance(module, NORM_LAYERS) and isinstance(getattr(module, "bias", None), nn.Parameter)}
+
+
 def muon_matrices(model: nn.Module, depths: dict[str, int]) -> set[int]:
     """The parameters Muon steps (by id): 2-D weights between the first depth and the head, outside embeddings
     and norm layers (the standard Muon recipe: the input layer, the head, biases, norms and embeddings take AdamW)."""
@@ -133,27 +141,32 @@ def muon_matrices(model: nn.Module, depths: dict[str, int]) -> set[int]:
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, *, no_decay_norm_bias: bool = False,
                      layer_decay: float | None = None, head_lr_mult: float | None = None,
-                     split_muon: bool = False) -> list[dict]:
+                     norm_bias_lr_mult: float | None = None, split_muon: bool = False) -> list[dict]:
     """The trainable parameters as optimizer groups, each with its `lr` (lr x `lr_scale`) and `weight_decay`.
 
     Parameters share a group when they share an lr scale and a decay (and, with `split_muon`, whether Muon steps
-    them: the group's `use_muon`). Weight decay is 0 on the names of `model.no_weight_decay()` and, with
-    `no_decay_norm_bias`, on biases and norm weights. Groups come stem first, decaying before not decaying.
+    them: the group's `use_muon`). With `norm_bias_lr_mult`, norm-layer biases train at that multiple of their
+    lr and decay by `weight_decay` divided by it (BatchNorm bias scaling: lr x decay unchanged). Weight decay is 0
+    on the names of `model.no_weight_decay()` and, with `no_decay_norm_bias`, on biases and norm weights. Groups
+    come stem first, decaying before not decaying.
     """
     depths = parameter_depths(model)
     last = max(depths.values(), default=0)
     exempt = norm_or_bias(model) if no_decay_norm_bias else set()
     never_decay = no_weight_decay_names(model)
     muon = muon_matrices(model, depths) if split_muon else set()
+    boosted = norm_biases(model) if norm_bias_lr_mult is not None else set()
     groups: dict[GroupKey, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decays = id(param) not in exempt and not any(fnmatch.fnmatch(name, pattern) for pattern in never_decay)
         depth = depths.get(name, last)  # a parameter timm's grouping leaves out goes with the head, as in timm
-        key = GroupKey(lr_scale(depth, last, layer_decay, head_lr_mult), decays, id(param) in muon)
+        boost = norm_bias_lr_mult if id(param) in boosted else 1.0
+        key = GroupKey(lr_scale(depth, last, layer_decay, head_lr_mult) * boost, decays, id(param) in muon, boost)
         group = groups.setdefault(key, {"params": [], "lr": lr * key.lr_scale, "weight_decay":
-                                        weight_decay if decays else 0.0, "lr_scale": key.lr_scale, "depth": depth})
+                                        weight_decay / boost if decays else 0.0, "lr_scale": key.lr_scale,
+                                        "depth": depth})
         group["params"].append(param)
     ordered = sorted(groups.items(), key=lambda item: (item[1]["depth"], not item[0].decays, not item[0].muon))
     for key, group in ordered:

@@ -34,6 +34,7 @@ from trainer.training.runtime import (
     seed_everything,
     select_device,
 )
+from trainer.training.whitening import whiten_first_layer
 
 
 @dataclass
@@ -72,7 +73,8 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
               rank_device: torch.device | None = None, resumed: bool = False) -> RunSetup:
     """Seed, pick the device, build data, model (wrapped and compiled), optimizer, scheduler, EMA and scaler.
 
-    The model starts from `model.init_from`'s weights unless the run is `resumed` (its checkpoint holds them);
+    The model starts from `model.init_from`'s weights unless the run is `resumed` (its checkpoint holds them),
+    its whitening layer (`model.whiten_init`) set from the training images before that;
     `model.freeze` freezes part of it once the optimizer holds every parameter, before DDP wraps it.
 
     Under torchrun (`ctx`) each rank seeds `seed + rank` (its own dropout and mixup draws; DDP copies rank 0's
@@ -92,7 +94,8 @@ def build_run(cfg: DictConfig, ctx: Distributed | None = None,
     if first_rank_prepares and ctx.is_main:
         ctx.barrier()
     model = build_model(without_weight_sources(cfg.model) if resumed else cfg.model)
-    notes = start_model(model, cfg.model.get("init_from"), resumed, datamodule.classes)
+    notes = whiten_first_layer(model, datamodule, bool(cfg.model.get("whiten_init")), resumed)
+    notes += start_model(model, cfg.model.get("init_from"), resumed, datamodule.classes)
     if ctx.enabled and tcfg.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=fmt)
