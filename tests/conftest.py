@@ -57,6 +57,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(E2E):
             item.add_marker(pytest.mark.e2e)
+    needs_cuda = [item for item in items if item.get_closest_marker("cuda")]
+    if needs_cuda:  # tests marked `cuda` skip without a CUDA device (scripts/gpu_check.sh runs them on one)
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in needs_cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device (marked cuda)"))
 
 
 # ---- configs and the CLI

@@ -24,6 +24,7 @@ from trainer.errors import ConfigError
 from trainer.schema import validate
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+ON_DEVICES = [pytest.param(device, marks=pytest.mark.cuda) if device == "cuda" else device for device in DEVICES]
 
 
 def augmented() -> Augment:
@@ -77,7 +78,7 @@ def assert_loaders_agree(loader_path: DataModule, device_path: DataModule, devic
         assert_same_batches(test, batches(loader_path.test_loader()), atol=1e-6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", ON_DEVICES)
 def test_unaugmented_digits_batches_equal_the_dataloader_batches(device: str) -> None:
     assert_loaders_agree(digits(), digits(in_memory=True), device)
 
@@ -123,7 +124,7 @@ def test_overfit_batches_are_fixed_and_unaugmented_for_val() -> None:
 
 # ---- exact resume
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", ON_DEVICES)
 def test_a_mid_epoch_start_replays_the_rest_of_the_epoch(device: str) -> None:
     datamodule = digits(in_memory=True, augment=augmented())
     loader = datamodule.train_loader(5, device=torch.device(device))
@@ -172,7 +173,7 @@ def frequencies(values: torch.Tensor) -> torch.Tensor:
     return torch.bincount(values, minlength=2 * PAD + 1).double() / len(values)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", ON_DEVICES)
 def test_crop_offsets_and_flips_match_torchvision(device: str) -> None:
     from torchvision import tv_tensors
     from torchvision.transforms import v2
@@ -207,7 +208,7 @@ def test_crop_offsets_and_flips_match_torchvision(device: str) -> None:
         assert abs(ours[2][ours[1] == left].double().mean().item() - 0.5) < 0.04
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", ON_DEVICES)
 def test_random_erasing_matches_torchvision(device: str) -> None:
     from torchvision.transforms import v2
 

@@ -182,6 +182,7 @@ def test_batched_augmentation_statistics_match_the_per_sample_pipeline(name: str
         torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="decoder=cuda's GPU run needs CUDA")
 def test_decoder_cuda_on_the_gpu(tmp_path: Path) -> None:
     """nvjpeg's eval batches are libjpeg-turbo's up to decoder rounding; a standard epoch replays on resume."""

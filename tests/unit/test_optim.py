@@ -200,6 +200,7 @@ def test_resumed_state_keeps_the_fused_kernel_and_the_parameters_layout() -> Non
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("option", OPTIMS)
 def test_fused_on_cuda_where_torch_has_it(option: str) -> None:
