@@ -128,6 +128,15 @@ def compose(*overrides: str) -> DictConfig:
     return cfg
 
 
+def fake_data_config(model: str, image_size: int, num_classes: int, batch_size: int, batches: int, device: str,
+                     *overrides: str) -> DictConfig:
+    """`model` on `batches` batches of 3-channel FakeData, held in memory (the overhead and GPU races)."""
+    return compose(f"model={model}", "data=fake", f"data.image_size={image_size}", "data.in_channels=3",
+                   f"data.num_classes={num_classes}", f"data.batch_size={batch_size}",
+                   f"data.train_size={batches * batch_size}", "data.in_memory=true", f"trainer.device={device}",
+                   "logger=none", *overrides)
+
+
 def tensor_round(run: RunSetup, data: StagedData, per_step_check: bool = True) -> Round:
     """Rounds of the trainer's loop fed `data`'s tensor batches, as the hand-written loop is fed: the loop's own
     cost, without the data loader. `per_step_check=False` is trainer.check_nonfinite_every_step=false."""
@@ -203,6 +212,7 @@ class HandLoop:
     data: StagedData
     precision: Any  # trainer.training.runtime.Precision: its autocast, as the trainer's side uses it
     memory_format: torch.memory_format
+    scaler: torch.amp.GradScaler | None = None  # fp16 (precision 16): the gradient scaler anyone would add
 
     def round(self, epoch: int, batches: int) -> tuple[int, float]:
         self.model.train()
@@ -218,13 +228,19 @@ class HandLoop:
             with self.precision.autocast():
                 loss = F.cross_entropy(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
 
 
 def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
     """A fresh model of the same architecture with the trainer's initial weights, and the same optimizer: built by
-    the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused where torch has one) are identical."""
+    the trainer's `create_optimizer`, so class, hyperparameters and kernel (fused where torch has one) are identical;
+    a gradient scaler of its own where the trainer's run has one (fp16)."""
     from trainer.build import build_model
     from trainer.training.optim import create_optimizer
     from trainer.training.runtime import compile_model
@@ -235,7 +251,8 @@ def build_hand_loop(run: RunSetup, data: StagedData) -> HandLoop:
     optimizer = create_optimizer(run.cfg.optim, model)
     tcfg = run.cfg.trainer
     trained = compile_model(model, tcfg.compile, tcfg.compile_mode, tcfg.compile_backend)
-    return HandLoop(trained, optimizer, data, run.precision, run.settings.memory_format)
+    scaler = run.precision.grad_scaler() if run.scaler.is_enabled() else None
+    return HandLoop(trained, optimizer, data, run.precision, run.settings.memory_format, scaler)
 
 
 # ---- a race: the trainer's sides against the hand-written loop, in alternating rounds
@@ -261,15 +278,19 @@ def alternate(sides: dict[str, Round], *, warmup: int, batches: int, rounds: int
 
 
 def race(cfg: DictConfig, trainer_sides: Callable[[RunSetup, StagedData], dict[str, Round]], *, warmup: int,
-         batches: int, rounds: int, say: Say) -> tuple[dict[str, list[float]], str]:
+         batches: int, rounds: int, say: Say,
+         wrap: Callable[[str, Round], Round] | None = None) -> tuple[dict[str, list[float]], str]:
     """The run that `cfg` makes (built as trainer/training/train.py builds it), its train set staged as tensors,
     `trainer_sides(run, staged)` and the hand-written loop on the same weights, data and optimizer, timed by
-    `alternate`; returns their samples/s by side (the hand-written loop last) and the run's data path."""
+    `alternate`; returns their samples/s by side (the hand-written loop last) and the run's data path.
+    `wrap(side, round)`, when given, wraps every side's rounds (the GPU section reads peak memory there)."""
     from trainer.training.setup import build_run
 
     run = build_run(cfg)
     data = stage_train_set(run)
     sides = {**trainer_sides(run, data), HAND: build_hand_loop(run, data).round}
+    if wrap is not None:
+        sides = {name: wrap(name, run_round) for name, run_round in sides.items()}
     data_path = f"{type(run.train_loader).__name__} over {type(run.datamodule.train_set).__name__}"
     rates = alternate(sides, warmup=warmup, batches=batches, rounds=rounds, say=say)
     del run, data, sides  # the models and loader workers go before the next configuration is built

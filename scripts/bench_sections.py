@@ -1,5 +1,6 @@
-"""The benchmark's sections (run by scripts/benchmark.py; the image-folder one is in scripts/bench_imagefolder.py):
-each measures, then returns its Section: a table, its checks against the targets below, and the raw numbers."""
+"""The benchmark's sections (run by scripts/benchmark.py; the GPU one is in scripts/bench_gpu.py, the image-folder one
+in scripts/bench_imagefolder.py): each measures, then returns its Section: a table, its checks against the targets
+below, and the raw numbers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from bench_gpu import bench_gpu
 from bench_imagefolder import FULL_FOLDER, QUICK_FOLDER, FolderPlan, bench_imagefolder
 from bench_measure import (
     REPO,
@@ -22,6 +24,7 @@ from bench_measure import (
     Table,
     check,
     compose,
+    fake_data_config,
     free_memory,
     imports,
     largest_packages,
@@ -38,27 +41,23 @@ from bench_measure import (
 )
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
     from trainer.training.setup import RunSetup
 
-MNIST_ROOT = REPO.parent / "shared" / "data"
+DATA_ROOT = REPO.parent / "shared" / "data"  # MNIST/ for the data section, cifar-10-batches-py/ for the GPU one
 
 # The summary table's targets.
 TARGET_OVERHEAD = 0.97  # trainer samples/s divided by the hand-written loop's
 TARGET_HELP_S = 1.0  # `python -m trainer --help`, wall seconds
 TARGET_JOB_S = 8.0  # `python -m trainer`, the default job, wall seconds
 TARGET_IN_MEMORY = 1.5  # in-memory samples/s divided by the faster DataLoader variant's
+# The GPU section's targets are in scripts/bench_gpu.py (trainer / hand there: TARGET_GPU_OVERHEAD, 0.98).
 
 OVERHEAD_MODELS = ("simple_cnn", "resnet18")
 OVERHEAD_BATCH = 128
-GPU_BATCH = 256
-GPU_STAGED_BATCHES = 4  # distinct 224-px FakeData batches kept on the GPU (1,024 images, 0.6 GB as float32)
 
 IN_MEMORY = "in-memory (data.in_memory=true)"
 MODEL_ALONE = "model alone (no input pipeline)"
-DATA_BASE = ("data=mnist", f"data.root={MNIST_ROOT}", "model=simple_cnn", "augment=basic", "augment.flip=false",
-             "logger=none")
+DATA_BASE = ("data=mnist", "model=simple_cnn", "augment=basic", "augment.flip=false", "logger=none")
 DATA_VARIANTS = {IN_MEMORY: ("data.in_memory=true", "data.num_workers=0"),
                  "DataLoader, 0 workers": ("data.in_memory=false", "data.num_workers=0"),
                  "DataLoader, 2 workers": ("data.in_memory=false", "data.num_workers=2")}
@@ -79,6 +78,7 @@ class Plan:
     gpu_warmup: int  # compiles the model when torch.compile is on
     compile_mode: str = "default"  # torch.compile mode of the GPU section's compiled run
     imagefolder: FolderPlan = FULL_FOLDER  # the image-folder section's sizes (scripts/bench_imagefolder.py)
+    data_root: Path = DATA_ROOT  # the data and GPU sections' data.root (benchmark.py --data)
 
 
 FULL = Plan(rounds=5, batches={"simple_cnn": 30, "resnet18": 8}, warmup={"simple_cnn": 5, "resnet18": 2},
@@ -86,15 +86,6 @@ FULL = Plan(rounds=5, batches={"simple_cnn": 30, "resnet18": 8}, warmup={"simple
 QUICK = Plan(rounds=2, batches={"simple_cnn": 4, "resnet18": 1}, warmup={"simple_cnn": 2, "resnet18": 1},
              job_runs=1, startup_runs=2, data_batches=8, data_warmup=2, gpu_batches=5, gpu_warmup=3,
              imagefolder=QUICK_FOLDER)
-
-
-def fake_data_config(model: str, image_size: int, num_classes: int, batch_size: int, batches: int, device: str,
-                     *overrides: str) -> DictConfig:
-    """`model` on `batches` batches of 3-channel FakeData, held in memory (the overhead and GPU races)."""
-    return compose(f"model={model}", "data=fake", f"data.image_size={image_size}", "data.in_channels=3",
-                   f"data.num_classes={num_classes}", f"data.batch_size={batch_size}",
-                   f"data.train_size={batches * batch_size}", "data.in_memory=true", f"trainer.device={device}",
-                   "logger=none", *overrides)
 
 
 # ---- 1. overhead: the trainer's hot loop against the hand-written loop (CPU)
@@ -242,13 +233,13 @@ def bench_data(plan: Plan, say: Say) -> Section:
     table = Table("4. data path: MNIST, simple_cnn, augment=basic augment.flip=false, one epoch",
                   ["variant", "train loader", "samples/s", "epoch s", "in-memory speed-up", "loader alone, samples/s"])
     speedup_check = "in-memory speed-up (MNIST epoch)"
-    if not (MNIST_ROOT / "MNIST" / "raw").is_dir():
-        return skipped("data", table, f"no MNIST files in {MNIST_ROOT / 'MNIST' / 'raw'}", speedup_check,
-                       TARGET_IN_MEMORY)
+    mnist_raw = plan.data_root / "MNIST" / "raw"
+    if not mnist_raw.is_dir():
+        return skipped("data", table, f"no MNIST files in {mnist_raw}", speedup_check, TARGET_IN_MEMORY)
     raw: dict[str, Any] = {}
     for label, overrides in DATA_VARIANTS.items():
         say(f"data: {label}")
-        run = build_run(compose(*DATA_BASE, *overrides))  # what trainer/training/train.py builds before its epochs
+        run = build_run(compose(*DATA_BASE, f"data.root={plan.data_root}", *overrides))  # train.py's set-up
         batches, device = plan.data_batches or len(run.train_loader), str(run.device)
         raw[label] = time_data_path(run, batches, plan.data_warmup)
         if label == IN_MEMORY:  # the model by itself: the same loop fed ready tensors, no pipeline
@@ -273,51 +264,6 @@ def bench_data(plan: Plan, say: Say) -> Section:
     ]
     return Section("data", [table], [check(speedup_check, raw["speedup_vs_best_dataloader"], TARGET_IN_MEMORY,
                                            at_least=True, unit="x")], raw)
-
-
-# ---- 5. GPU: ResNet-50, bf16, channels_last, with and without torch.compile
-
-
-def gpu_sides(run: RunSetup, data: StagedData) -> dict[str, Round]:
-    return {"trainer": tensor_round(run, data),
-            "trainer, no per-step check": tensor_round(run, data, per_step_check=False)}
-
-
-def bench_gpu(plan: Plan, say: Say) -> Section:
-    import torch
-
-    from trainer.reporting.console import format_value
-
-    table = Table(f"5. GPU: ResNet-50, 224 px, batch {GPU_BATCH}, bf16 + channels_last",
-                  ["torch.compile", "trainer samples/s", "trainer, no per-step finite check", "hand-written samples/s",
-                   "trainer / hand", "no check / hand"])
-    if not torch.cuda.is_available():
-        return skipped("gpu", table, "no CUDA device", "GPU overhead (trainer / hand)", TARGET_OVERHEAD)
-    table.title += f" on {torch.cuda.get_device_name()}"
-    checks, raw = [], {}
-    for mode in (None, plan.compile_mode):
-        label = f"mode={mode}" if mode else "off"
-        say(f"gpu: torch.compile {label}")
-        cfg = fake_data_config("resnet50", 224, 1000, GPU_BATCH, GPU_STAGED_BATCHES, "cuda",
-                               "trainer.precision=bf16", "trainer.channels_last=true",
-                               f"trainer.compile={str(mode is not None).lower()}",
-                               f"trainer.compile_mode={mode or 'default'}")
-        rates, _ = race(cfg, gpu_sides, warmup=plan.gpu_warmup, batches=plan.gpu_batches, rounds=plan.rounds,
-                        say=say)
-        ratio = versus_hand(rates)["trainer"]
-        table.rows.append(race_row(label, rates))
-        checks.append(check(f"GPU overhead, compile {label} (trainer / hand)", ratio, TARGET_OVERHEAD,
-                            at_least=True))
-        raw[label] = {"rates": rates, "ratio": ratio}
-    table.notes = [
-        f"medians (min-max) of {plan.rounds} alternating rounds of {plan.gpu_batches} batches after a "
-        f"{plan.gpu_warmup}-batch warm-up (which compiles)",
-        f"both sides read the same {format_value(GPU_STAGED_BATCHES * GPU_BATCH)} FakeData images staged on the GPU, "
-        "one index a batch (FakeData decodes per sample on the CPU, which would bound both); inputs and model in "
-        "channels_last, Precision('bf16').autocast() on both sides, optimizer from create_optimizer (fused AdamW)",
-        "no per-step finite check: train_epoch(is_finite=None), i.e. trainer.check_nonfinite_every_step=false",
-    ]
-    return Section("gpu", [table], checks, raw)
 
 
 SECTIONS: dict[str, Callable[[Plan, Say], Section]] = {

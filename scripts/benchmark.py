@@ -8,7 +8,9 @@ Everything runs in one invocation, so the figures are comparable (same machine, 
 2. job       `python -m trainer` (the default job) end to end, as a user runs it.
 3. startup   `python -m trainer --help` and `--cfg job`, and whether they import torch.
 4. data      one MNIST epoch with `data.in_memory=true` against the DataLoader path (0 and 2 workers).
-5. gpu       ResNet-50, 224 px, batch 256, bf16 + channels_last, with and without torch.compile (CUDA only).
+5. gpu       ResNet-50, 224 px, batch 256, channels_last: bf16 eager and with torch.compile, fp16 with the gradient
+             scaler, trainer against the hand-written loop with each side's peak memory; and one CIFAR-10 epoch on
+             the GPU with `data.in_memory=true` against the DataLoader (scripts/bench_gpu.py; CUDA only).
 6. imagefolder  one epoch of resnet18 at 32 px on the shared CIFAR-10 subset written as JPEGs: `python -m trainer`
              end to end against a minimal ImageFolder + DataLoader loop, per data.decoder, and the train loader alone
              (scripts/bench_imagefolder.py).
@@ -17,6 +19,7 @@ Everything runs in one invocation, so the figures are comparable (same machine, 
     .venv/bin/python scripts/benchmark.py --quick       # small everything (1-2 minutes)
     .venv/bin/python scripts/benchmark.py --only overhead,startup --json bench.json
     .venv/bin/python scripts/benchmark.py --only imagefolder     # the image-folder path (several minutes)
+    python3 scripts/benchmark.py --only gpu --rounds 3 --data DIR  # on a CUDA machine (scripts/gpu_check.sh)
     .venv/bin/python scripts/benchmark.py --append      # also add a dated section to BENCHMARKS.md
 
 Each section prints a table, and a final table holds the targets with PASS or MISS. The sections live in
@@ -160,12 +163,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the raw numbers to PATH")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode of the GPU section's compiled run (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, metavar="N",
+                        help="timed rounds per side of every trainer-against-hand race (default: the plan's, "
+                             f"{FULL.rounds}, or {QUICK.rounds} with --quick)")
+    parser.add_argument("--data", type=Path, default=FULL.data_root, metavar="DIR",
+                        help="the folder holding MNIST/ (data section) and cifar-10-batches-py/ (GPU section) "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
     if unknown or not args.only:
         parser.error(f"--only: unknown section(s) {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(SECTIONS)}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds: at least 1, not {args.rounds}")
     return args
 
 
@@ -174,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # piped or captured: rich would wrap the tables at 80 columns
         console = Console(width=150)
-    plan = replace(QUICK if args.quick else FULL, compile_mode=args.compile_mode)
+    plan = replace(QUICK if args.quick else FULL, compile_mode=args.compile_mode, data_root=args.data.resolve())
+    if args.rounds is not None:
+        plan = replace(plan, rounds=args.rounds)
     started = time.perf_counter()
 
     def say(message: str) -> None:

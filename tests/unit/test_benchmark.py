@@ -7,6 +7,8 @@ the image-folder section's JPEG folder and tables (from stubbed measurements).
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -45,6 +47,7 @@ def test_an_unknown_section_fails_before_any_benchmark() -> None:
 
 # The script's own modules, imported as the script imports them (it puts scripts/ on sys.path); none imports torch.
 sys.path.insert(0, str(SCRIPT.parent))
+import bench_airbench  # noqa: E402
 import bench_imagefolder  # noqa: E402
 import bench_jpeg_folder  # noqa: E402
 import bench_measure  # noqa: E402
@@ -96,8 +99,87 @@ def test_the_gpu_section_is_skipped_with_its_line_without_cuda() -> None:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is here: the section would run")
     section = bench_sections.bench_gpu(bench_sections.QUICK, say=lambda message: None)
-    assert section.tables[0].rows == [["-", "skipped: no CUDA device", "-", "-", "-", "-"]]
-    assert [(c.name, c.status) for c in section.checks] == [("GPU overhead (trainer / hand)", "skipped")]
+    assert [table.rows for table in section.tables] == [[["-", "skipped: no CUDA device", "-", "-"]],
+                                                        [["-", "skipped: no CUDA device"]]]
+    assert [(c.name, c.target, c.status) for c in section.checks] == [
+        ("GPU overhead, ResNet-50 bf16, eager (trainer / hand)", "≥ 0.98", "skipped"),
+        ("GPU overhead, ResNet-50 bf16, compile mode=default (trainer / hand)", "≥ 0.98", "skipped"),
+        ("in-memory speed-up (CIFAR-10 epoch, GPU)", "≥ 1.5x", "skipped")]
+    assert bench_sections.TARGET_OVERHEAD == 0.97  # the CPU overhead section keeps its own target
+
+
+# ---- scripts/gpu_check.sh and the speed recipe against airbench94 (scripts/bench_airbench.py), without a GPU
+
+GPU_CHECK = REPO / "scripts" / "gpu_check.sh"
+NO_CUDA_LINE = ("gpu_check: needs a CUDA device (torch.cuda.is_available() is False): skipped the CUDA tests, the GPU "
+                "benchmark and the speed recipe")
+
+
+def test_gpu_check_stops_at_its_no_cuda_line_with_status_0(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: gpu_check.sh would run its checks")
+    env = {key: value for key, value in os.environ.items() if key not in ("DATA_DIR", "PYTHONPATH")}
+    env |= {"PYTHON": sys.executable, "WHEELS_DIR": str(tmp_path / "no-wheels"), "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"skipped: installing wheels (no folder {tmp_path / 'no-wheels'})" in lines
+    assert NO_CUDA_LINE in lines and "== 3/5 CUDA tests (pytest -m cuda)" not in lines  # nothing runs after it
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["skipped"] == {"wheels": f"no folder {tmp_path / 'no-wheels'}", "cuda": "no CUDA device",
+                                 "tests": "no CUDA device", "benchmark": "no CUDA device", "recipe": "no CUDA device"}
+    assert NO_CUDA_LINE in (tmp_path / "out" / "gpu_check.log").read_text()
+
+
+AIRBENCH_TABLE = """\
+|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |
+|       0  |      0  |      1.2346  |     0.5000  |   0.6100  |               |              0.5000  |
+|          |   eval  |      0.8000  |     0.9000  |   0.9300  |       0.9412  |              3.8312  |
+"""
+TRAIN_LOG = """\
+[17:05:26,952][INFO] epoch   1/3  train loss 1.4 acc 0.4  val loss 1.2 acc 0.5  lr 0.1  2,000 samples/s  *best
+[17:05:34,473][INFO] epoch   2/3  train loss 1.1 acc 0.6  val loss 1.0 acc 0.6  lr 0.05  10,000 samples/s
+[17:05:46,802][INFO] epoch   3/3  train loss 0.9 acc 0.7  val loss 0.9 acc 0.7  lr 0.01  10,000 samples/s
+"""
+
+
+def test_the_airbench_comparison_reads_both_sides_figures() -> None:
+    assert bench_airbench.parse_airbench_table(AIRBENCH_TABLE) == {"tta_val_acc": 0.9412, "total_time_seconds": 3.8312}
+    assert bench_airbench.parse_airbench_table("no table") == {}
+    rates = bench_airbench.epoch_rates(TRAIN_LOG)
+    assert rates == [2000.0, 10000.0, 10000.0]
+    # epochs of equal size: 5 + 1 + 1 time units, of which the first at the steady rate would be 1
+    assert bench_airbench.steady_train_s(7.0, rates) == pytest.approx(3.0)
+    assert bench_airbench.steady_train_s(7.0, rates[:1]) is None
+    ours = {"train_steady_s": 3.0, "phase_s": {"train": 7.0, "test": 0.5}, "wall_s": 40.0, "test_acc": 0.85}
+    theirs = {"own_time_s": 2.5, "wall_s": 20.0, "test_acc": 0.86}
+    ratios = bench_airbench.figures(ours, theirs)
+    assert ratios["time_ratio"] == pytest.approx(1.4) and ratios["time_ratio_with_compile"] == pytest.approx(3.0)
+    assert ratios["wall_ratio"] == pytest.approx(2.0)
+    table = bench_airbench.comparison_table(ours, {"skipped": "no airbench wheel in W"}, ratios, 10_000)
+    assert table.rows[0][:4] == ["ours", "0.8500", "3.50", "7.50"]
+    assert table.rows[1][:2] == ["airbench94", "no airbench wheel in W"]
+    assert table.rows[2][:4] == ["ours / airbench94", "-", "1.40x", "3.00x"]
+
+
+def test_the_cifar_batches_become_airbench_tensors_image_for_image(tmp_path) -> None:
+    import numpy as np
+
+    source = write_smooth_cifar(tmp_path / "cifar-10-batches-py", per_batch=4)
+    data = bench_airbench.read_cifar(tmp_path / "cifar-10-batches-py")
+    assert data["train_images"].shape == (20, 32, 32, 3) and data["train_images"].dtype == np.uint8
+    assert np.array_equal(data["train_images"], np.stack(source))  # HWC, as torchvision's CIFAR10.data
+    assert data["test_images"].shape == (4, 32, 32, 3) and data["classes"] == [f"c{i}" for i in range(10)]
+    assert list(data["train_labels"][:4]) == [0, 1, 2, 3]
+
+
+def test_the_airbench_comparison_says_why_it_skips_without_the_cifar_batches(tmp_path, capsys) -> None:
+    out = tmp_path / "airbench.json"
+    assert bench_airbench.main(["--data", str(tmp_path), "--json", str(out)]) == 0
+    reason = f"no cifar-10-batches-py in {tmp_path}"
+    assert capsys.readouterr().out.strip() == f"skipped: speed recipe and airbench reference ({reason})"
+    assert json.loads(out.read_text())["skipped"] == reason
 
 
 # ---- the image-folder section (scripts/bench_imagefolder.py): its JPEG folder, tables and checks, no runs
