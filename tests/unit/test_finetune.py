@@ -209,12 +209,16 @@ def test_the_freeze_lifts_after_unfreeze_at_epoch_epochs_a_resumed_run_too(epoch
     """A fresh run, or one resumed after `epoch` epochs (and `batch` batches of the next): frozen until
     trainer.unfreeze_at_epoch=1 epochs are done, then every parameter trains."""
     model = cnn()
+    kept_frozen = model.features[0][1].weight.requires_grad_(False)  # frozen by the model itself: stays frozen
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     freeze(model, [FROZEN])
     state = TrainState(epoch=epoch, batch_in_epoch=batch)
     with StopSignals() as stop:
-        Hooks([Unfreeze(model, [FROZEN], 1, RunConsole("none"))], state, stop, Distributed(), CPU, 4).before_epoch()
+        Hooks([Unfreeze(model, optimizer, [FROZEN], 1, RunConsole("none"))], state, stop, Distributed(), CPU,
+              4).before_epoch()
     model.train()
-    assert all(p.requires_grad == trains for p in model.features[0].parameters())
+    assert not kept_frozen.requires_grad
+    assert all(p.requires_grad == trains for p in model.features[0].parameters() if p is not kept_frozen)
     assert model.features[0][1].training == trains and all(p.requires_grad for p in model.head.parameters())
 
 

@@ -16,9 +16,14 @@ from trainer.data.sampler import EpochSampler
 from trainer.errors import ConfigError
 from trainer.models.airbench import WHITEN_EPS, Airbench
 from trainer.schema import validate
-from trainer.training.optim import create_optimizer
+from trainer.training import whitening
+from trainer.training.optim import create_optimizer, create_scheduler
 from trainer.training.param_groups import parameter_groups
 from trainer.training.whitening import whiten_first_layer
+
+
+def small_airbench() -> Airbench:
+    return build_model(compose("model=airbench", "data=cifar10", "model.widths=[8,8]").model)
 
 
 def correlated_images(count: int = 64, size: int = 12) -> torch.Tensor:
@@ -31,7 +36,8 @@ def correlated_images(count: int = 64, size: int = 12) -> torch.Tensor:
 
 
 def test_the_whitening_filters_decorrelate_the_patches_they_were_set_from() -> None:
-    model = Airbench(3, 10, widths=[8, 8])
+    model = small_airbench()
+    assert torch.equal(model.whiten.bias, torch.zeros(24))
     images = correlated_images()
     model.init_whitening(images)
     responses = model.whiten(images) - model.whiten.bias.view(1, -1, 1, 1)  # N x 24 x H' x W'
@@ -68,7 +74,9 @@ def test_optim_norm_bias_lr_mult_reaches_the_optimizer_groups() -> None:
     assert sorted({group["lr"] for group in optimizer.param_groups}) == pytest.approx([0.1, 0.8])
 
 
-def test_whiten_init_sets_the_filters_from_the_first_training_images_unless_resumed(tmp_path: Path) -> None:
+def test_whiten_init_sets_the_filters_from_the_first_training_images_unless_resumed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whitening, "WHITENING_IMAGES", 20)
     write_cifar(tmp_path, "cifar10")
     overrides = ("model=airbench", "model.widths=[8,8]", "data=cifar10", f"data.root={tmp_path}", "data.in_memory=true")
     datamodule = build(*overrides)
@@ -77,9 +85,10 @@ def test_whiten_init_sets_the_filters_from_the_first_training_images_unless_resu
     assert whiten_first_layer(model, datamodule, enabled=True, resumed=True) == []
     assert torch.equal(model.whiten.weight, fresh)
     notes = whiten_first_layer(model, datamodule, enabled=True, resumed=False)
-    assert notes == [f"whitening: the first layer's filters set from {len(datamodule.train_set)} training images"]
-    expected = Airbench(3, 10, widths=[8, 8])
-    expected.init_whitening(datamodule.first_train_images(5000))
+    assert notes == ["whitening: the first layer's filters set from 20 training images"]
+    expected = small_airbench()
+    raw_first = datamodule.train_set.tensors[0][:20]  # the in-memory set: uint8, not augmented
+    expected.init_whitening(Normalizer(*datamodule.normalization(), torch.device("cpu"))(raw_first))
     assert torch.allclose(model.whiten.weight, expected.whiten.weight)
     assert not torch.equal(fresh, expected.whiten.weight)
     with pytest.raises(ConfigError, match="model=airbench"):
@@ -112,9 +121,40 @@ def test_alternating_flips_mirror_each_image_every_other_epoch_on_any_start() ->
     assert resumed and all(resumed[sample] == epochs[3][sample] for sample in resumed)
 
 
-def test_alternating_flips_are_refused_off_the_in_memory_path() -> None:
+def test_augment_alternating_flip_reaches_the_in_memory_batches_and_is_refused_elsewhere(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar10")
+    datamodule = build("data=cifar10", f"data.root={tmp_path}", "data.in_memory=true", "augment=basic",
+                       "augment.alternating_flip=true")
+    assert datamodule.batch_augment.alternating_flip
+    batches = datamodule.train_loader(seed=0)
+    first = batches.image_flips.clone()
+    datamodule.set_train_epoch(1)
+    assert torch.equal(batches.image_flips, ~first) and 0 < int(first.sum()) < len(first)
     with pytest.raises(ConfigError, match="data.in_memory=true"):
         build("data=fake", "augment=basic", "augment.alternating_flip=true")
+    with pytest.raises(ConfigError, match="alternating_flip"):
+        validate(compose("augment=basic", "augment.flip=false", "augment.alternating_flip=true"))
+
+
+def test_the_recipe_has_airbenchs_lr_decay_and_triangular_schedule() -> None:
+    cfg = compose("+experiment=cifar10_speed")
+    # airbench94: lr 11.5 and decay 0.0153 per 1024 examples of a summed loss, momentum 0.85, batch 1024; SGD on the
+    # mean loss of 1024 takes lr 11.5 / (1 + 1 / (1 - momentum)) and decay 0.0153 / 11.5 for the same steps
+    assert cfg.optim.momentum == 0.85 and cfg.optim.base_batch_size == 1024
+    assert cfg.optim.lr == pytest.approx(11.5 / (1 + 1 / (1 - 0.85)), rel=1e-3)
+    assert cfg.optim.weight_decay == pytest.approx(0.0153 / 11.5, rel=1e-3)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.optim.lr)
+    schedule = create_scheduler(cfg.scheduler, optimizer, steps_per_epoch=100, max_epochs=1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step_batch()
+    peak = max(lrs)  # the triangle: 0.2 of the peak at the start, the peak at 23% of the steps, 0.07 at the end
+    assert peak == pytest.approx(cfg.optim.lr)
+    assert lrs[0] / peak == pytest.approx(0.2) and lrs[-1] / peak == pytest.approx(0.07, abs=0.01)
+    assert abs(lrs.index(peak) - 23) <= 1
+    assert all(b >= a for a, b in zip(lrs[:22], lrs[1:23], strict=True))
 
 
 def test_the_speed_recipe_composes_and_trains_a_step(tmp_path: Path) -> None:

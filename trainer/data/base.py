@@ -102,7 +102,8 @@ class DataModule:
     def setup(self, augment: Augment | None = None) -> None:
         if not self.in_memory and augment is not None and augment.crop_flip and augment.crop_flip.alternating:
             raise ConfigError("augment.alternating_flip=true flips each image by its epoch, which only the batched "
-                              "in-memory path does: set data.in_memory=true, or augment.alternating_flip=false")
+                              "in-memory path does (data.in_memory=true, for the data sets that support it); set "
+                              "augment.alternating_flip=false otherwise")
         if not self.in_memory:
             self.train_set, self.val_set, self.test_set = self.build(augment)
             return
@@ -137,7 +138,7 @@ class DataModule:
         count = min(count, len(self.train_set))
         if self.in_memory:
             return self._normalizer(None)(self.train_set.tensors[0][:count])
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):
             images = [self.train_set[index][0] for index in range(count)]
         if not all(isinstance(image, torch.Tensor) for image in images):
             raise ConfigError(f"{type(self).__name__} yields undecoded training samples (data.decoder=cuda decodes "

@@ -14,7 +14,6 @@ from torch import nn
 from trainer.models.layers import make_activation
 
 WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues before they scale the whitening filters
-WHITENING_IMAGES = 5000  # training images `init_whitening` is given by a run (model.whiten_init=true)
 
 
 class Conv3x3(nn.Conv2d):
@@ -37,6 +36,8 @@ def bias_only_norm(channels: int, momentum: float) -> nn.BatchNorm2d:
 
 
 class ConvGroup(nn.Module):
+    """3x3 conv, 2x2 max-pool, BatchNorm, activation, 3x3 conv, BatchNorm, activation."""
+
     def __init__(self, in_channels: int, out_channels: int, bn_momentum: float, act: str) -> None:
         super().__init__()
         self.conv1 = Conv3x3(in_channels, out_channels)
@@ -55,16 +56,17 @@ class ConvGroup(nn.Module):
 class Airbench(nn.Module):
     """Whitening conv, conv groups of `widths`, global max-pool, bias-free linear head times `logit_scale`.
 
-    `bn_momentum` is torch's (the weight of each new batch's statistics; airbench's 0.6 is torch's 0.4).
+    `bn_momentum` is torch's (the weight of each new batch's statistics; airbench's 0.6 is torch's 0.4). The
+    defaults of every argument are AirbenchConfig's (trainer/schema/model.py).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int] | tuple[int, ...] = (64, 256, 256),
-                 whiten_kernel: int = 2, bn_momentum: float = 0.4, logit_scale: float = 1 / 9,
-                 act: str = "gelu") -> None:
+    def __init__(self, in_channels: int, num_classes: int, *, widths: list[int], whiten_kernel: int,
+                 bn_momentum: float, logit_scale: float, act: str) -> None:
         super().__init__()
         whiten_width = 2 * in_channels * whiten_kernel**2  # each eigenvector and its negative
         self.whiten = nn.Conv2d(in_channels, whiten_width, whiten_kernel, bias=True)
         self.whiten.weight.requires_grad_(False)
+        nn.init.zeros_(self.whiten.bias)  # it trains; the filters stay as init_whitening sets them
         self.whiten_act = make_activation(act)
         channels = [whiten_width, *widths]
         self.stages = nn.Sequential(*(ConvGroup(channels[i], channels[i + 1], bn_momentum, act)

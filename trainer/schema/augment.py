@@ -47,6 +47,11 @@ class BasicConfig(CropFlipConfig):
     # image is seen both ways, as in the CIFAR-10 speed record); runs with data.in_memory=true only
     alternating_flip: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.flip or not self.alternating_flip, "alternating_flip", "false when augment.flip is false",
+                self.alternating_flip)
+
 
 @dataclass
 class StandardConfig(FlipEraseConfig):

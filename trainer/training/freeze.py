@@ -22,6 +22,7 @@ from trainer.training.hooks import Hook
 log = logging.getLogger("trainer")
 
 if TYPE_CHECKING:
+    import torch
     from omegaconf import DictConfig
 
     from trainer.reporting.console import RunConsole
@@ -79,10 +80,13 @@ def freeze(model: nn.Module, prefixes: list[str]) -> list[str]:
             "their norm layers' running statistics too"]
 
 
-def unfreeze(model: nn.Module, prefixes: list[str]) -> None:
-    """Undo `freeze`: every parameter under `prefixes` trains, and their norm layers follow the model's mode."""
+def unfreeze(model: nn.Module, prefixes: list[str], optimizer: torch.optim.Optimizer) -> None:
+    """Undo `freeze`: every parameter under `prefixes` that `optimizer` steps trains (one the model keeps frozen
+    itself, such as airbench's BatchNorm weights, stays frozen), and their norm layers follow the model's mode."""
+    stepped = {id(param) for group in optimizer.param_groups for param in group["params"]}
     for param in frozen_parameters(model, prefixes):
-        param.requires_grad_(True)
+        if id(param) in stepped:
+            param.requires_grad_(True)
     for norm in frozen_norms(model, prefixes):
         if "train" in vars(norm):
             del norm.train
@@ -110,20 +114,22 @@ def check_freeze_options(cfg: DictConfig, ctx: Distributed) -> None:
 class Unfreeze(Hook):
     """Lift `model.freeze` before epoch `at + 1`: after `at` epochs every parameter trains."""
 
-    def __init__(self, model: nn.Module, prefixes: list[str], at: int, console: RunConsole) -> None:
-        self.model, self.prefixes, self.at, self.console = model, list(prefixes), at, console
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, prefixes: list[str], at: int,
+                 console: RunConsole) -> None:
+        self.model, self.optimizer, self.prefixes, self.at, self.console = model, optimizer, list(prefixes), at, console
         self.frozen = True
 
     def before_epoch(self, state: TrainState) -> None:
         if not self.frozen or state.epoch < self.at:
             return
-        unfreeze(self.model, self.prefixes)
+        unfreeze(self.model, self.prefixes, self.optimizer)
         self.frozen = False
         self.console.info(f"epoch {state.epoch + 1}: model.freeze={listed(self.prefixes)} lifted "
                           f"(trainer.unfreeze_at_epoch={self.at}); every parameter trains from now on")
 
 
-def unfreeze_hooks(cfg: DictConfig, model: nn.Module, console: RunConsole) -> list[Hook]:
+def unfreeze_hooks(cfg: DictConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   console: RunConsole) -> list[Hook]:
     """The run's `Unfreeze` hook when trainer.unfreeze_at_epoch is set (none otherwise)."""
     at = cfg.trainer.get("unfreeze_at_epoch")
-    return [] if at is None else [Unfreeze(model, list(cfg.model.freeze), at, console)]
+    return [] if at is None else [Unfreeze(model, optimizer, list(cfg.model.freeze), at, console)]

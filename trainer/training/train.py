@@ -114,7 +114,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     # ---- the epoch loop
     with StopSignals() as stop, ended_on_error(logger):
         stop_on_signal = StopOnSignal(run_dir, stop, ctx, run.device)  # last: after the checkpoint is saved
-        unfreezing = unfreeze_hooks(cfg, run.model, console)  # first: the epoch trains what it lifts
+        unfreezing = unfreeze_hooks(cfg, run.model, run.optimizer, console)  # first: the epoch trains what it lifts
         hooks = Hooks([*unfreezing, throughput, *reporting, *stopping, checkpointer, *search, stop_on_signal], state,
                       stop, ctx, run.device, run.train_steps)
         for epoch in state.remaining_epochs(tcfg.max_epochs):

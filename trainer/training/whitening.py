@@ -6,7 +6,8 @@ from torch import nn
 
 from trainer.data.base import DataModule
 from trainer.errors import ConfigError
-from trainer.models.airbench import WHITENING_IMAGES
+
+WHITENING_IMAGES = 5000  # the first training images the whitening filters are computed from (airbench's count)
 
 
 def whiten_first_layer(model: nn.Module, datamodule: DataModule, enabled: bool, resumed: bool) -> list[str]:
