@@ -52,6 +52,20 @@ E2E = Path(__file__).resolve().parent / "e2e"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, torch in each worker (and in the CLI subprocesses it starts) gets the worker's share of
+    the CPU cores: `-n auto` starts one worker per core, and torch's default of every core per worker makes tiny
+    runs spin threads against each other (on 2 cores, about twice the CPU time a run needs). An OMP_NUM_THREADS
+    set by the caller is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # what the subprocesses' torch starts with
+        torch.set_num_threads(threads)  # this process imported torch already (tests.helpers)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -234,3 +248,33 @@ def digit_pngs(tmp_path_factory):
         Image.fromarray(pixels, mode="L").save(folder / f"digit_{n}.png")
     module.setup()
     return folder, module.val_set.tensors[0][:5]
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory):
+    """`mlflow_store(folder)` puts an empty MLflow SQLite store at `folder/mlflow.db` (where `paths.output_root=folder`
+    points logger=mlflow) and returns its URI. A fresh store runs MLflow's ~50 schema migrations (seconds); this one
+    copies a store migrated once per test session, shared by the xdist workers."""
+    import fcntl
+    import shutil
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above every worker's own
+    template = shared / "mlflow-empty.db"
+    with open(shared / "mlflow-empty.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as trainer.reporting.trackers does
+            from mlflow.tracking import MlflowClient
+
+            building = shared / "mlflow-building.db"
+            MlflowClient(f"sqlite:///{building}").search_experiments()  # creates the schema
+            building.rename(template)
+
+    def copy_to(folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, folder / "mlflow.db")
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    return copy_to
