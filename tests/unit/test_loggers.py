@@ -19,9 +19,11 @@ EVERY = 2  # trainer.log_every_n_steps of the shared run: 2 epochs of 4 steps gi
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory) -> Path:
-    """A 2-epoch digits run with every logger at once (logger=[many,wandb]) and the report (its PNGs)."""
+def logged_run(tmp_path_factory, mlflow_store) -> Path:
+    """A 2-epoch digits run with every logger at once (logger=[many,wandb]) and the report (its PNGs); MLflow's
+    store is a copy of an empty one (test_a_resumed_run_continues_its_mlflow_run starts from no store at all)."""
     root = tmp_path_factory.mktemp("loggers")
+    mlflow_store(root)
     result = run_cli_in_process(f"hydra.run.dir={root / 'run'}", f"paths.output_root={root}", "logger=[many,wandb]",
                                 "trainer.max_epochs=2", f"trainer.log_every_n_steps={EVERY}", *QUICK, report=True)
     assert result.returncode == 0, result.stderr
@@ -161,12 +163,12 @@ def test_logger_none_writes_no_logger_files(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_a_sweeps_mlflow_runs_are_children_of_one_parent(tmp_path: Path, monkeypatch) -> None:
+def test_a_sweeps_mlflow_runs_are_children_of_one_parent(tmp_path: Path, monkeypatch, mlflow_store) -> None:
     from mlflow.tracking import MlflowClient
 
     from trainer.reporting import trackers
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path)
     jobs = []
     for num in (0, 1):
         monkeypatch.setattr(trackers, "sweep_job", lambda num=num: (str(tmp_path / "sweep"), num))
