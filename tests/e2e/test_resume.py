@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, cos_anneal, digest, read_csv, read_json, run_cli, tree_digest
+from tests.conftest import REPO, cos_anneal, digest, read_csv, read_json, run_cli, run_cli_in_process, tree_digest
 
 
 def run_chaos(trials: int, *options: str) -> str:
@@ -84,8 +84,8 @@ def test_sigterm_saves_mid_epoch_and_resume_finishes(stopped_run: Path, tmp_path
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert state["epoch"] >= 1 and state["batch_in_epoch"] > 0
     epochs = state["epoch"] + 1  # finish the interrupted epoch, then stop
-    resumed = run_cli(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
-                      "trainer.resume=auto", "logger=none")
+    resumed = run_cli_in_process(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
+                                 "trainer.resume=auto", "logger=none")
     assert resumed.returncode == 0, resumed.stderr
     assert read_json(run_dir / "summary.json")["epochs"] == epochs
 
@@ -96,8 +96,8 @@ def test_a_mid_epoch_resume_with_another_batch_size_is_refused(stopped_run: Path
     run_dir = copy_of(stopped_run, tmp_path)
     last = run_dir / "checkpoints" / "last.pt"
     before, epochs = tree_digest(run_dir), torch.load(last, weights_only=True)["state"]["epoch"] + 1
-    result = run_cli(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
-                     "data.batch_size=16", "trainer.resume=auto", "logger=none")
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", f"trainer.max_epochs={epochs}", "scheduler=step",
+                                "data.batch_size=16", "trainer.resume=auto", "logger=none")
     assert_one_error_line(result, "(data.batch_size: checkpoint 64 vs requested 16)")
     assert tree_digest(run_dir) == before
 

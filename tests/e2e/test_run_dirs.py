@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, read_json, run_cli, run_cli_in_process, tree_digest
+from tests.conftest import REPO, read_json, run_cli_in_process, tree_digest
 
 TINY = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "logger=none",
         "trainer.progress=none")
@@ -24,7 +24,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    result = run_cli(f"hydra.run.dir={run_dir}", *TINY)
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", *TINY)
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -103,7 +103,7 @@ def test_a_run_that_fails_before_any_output_leaves_no_dir(tmp_path: Path) -> Non
 
 
 def test_summary_says_where_it_wrote(tmp_path: Path) -> None:
-    result = run_cli(f"paths.output_root={tmp_path}", "mode=summary", "trainer.progress=plain")
+    result = run_cli_in_process(f"paths.output_root={tmp_path}", "mode=summary", "trainer.progress=plain")
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("wrote ") and last.endswith("model_summary.json")
