@@ -28,7 +28,8 @@ def assert_clean_failure(result: subprocess.CompletedProcess, code: int, expecte
     assert result.stderr.startswith("error: "), result.stderr
 
 
-# (overrides, exit code, text the one line must contain); none of these gets as far as loading data.
+# (overrides, exit code, text the one line must contain); none of these gets as far as loading data. A range check
+# has one case here, at its boundary; tests/unit/test_config.py refuses values past it (in-process, cheaper).
 CONFIG_CASES = [
     (["model=resnet5000"], HYDRA_EXIT, "Could not find 'model/resnet5000'"),
     (["data=nope"], HYDRA_EXIT, "Could not find 'data/nope'"),
@@ -40,13 +41,10 @@ CONFIG_CASES = [
     (["~data"], USER_EXIT, "no data chosen; pick one with data=OPTION"),
     (["optim.lr=abc"], HYDRA_EXIT, "could not be converted to Float"),
     (["trainer.max_epochs=many"], HYDRA_EXIT, "could not be converted to Integer"),
-    (["optim.lr=-1"], USER_EXIT, "optim.lr must be > 0"),
     (["optim.lr=0"], USER_EXIT, "optim.lr must be > 0"),
     (["optim.weight_decay=-1"], USER_EXIT, "optim.weight_decay must be >= 0"),
     (["data.batch_size=0"], USER_EXIT, "data.batch_size must be > 0"),
-    (["data.batch_size=-5"], USER_EXIT, "data.batch_size must be > 0"),
     (["trainer.max_epochs=0"], USER_EXIT, "trainer.max_epochs must be >= 1"),
-    (["trainer.max_epochs=-3"], USER_EXIT, "trainer.max_epochs must be >= 1"),
     (["trainer.precision=8"], USER_EXIT, "trainer.precision must be one of 32, bf16, 16"),
     (["trainer.device=tpu"], USER_EXIT, "trainer.device must be auto, cpu, cuda or cuda:N"),
     (["trainer.accumulate_grad_batches=0"], USER_EXIT, "trainer.accumulate_grad_batches must be >= 1"),
@@ -138,10 +136,13 @@ def test_corrupt_images_are_skipped_and_counted_when_asked(tmp_path: Path) -> No
     assert "skipped 2 unreadable image(s)" in (tmp_path / "run" / "train.log").read_text()  # train + val
 
 
+SHORT = ("trainer.limit_train_batches=4", "logger=none")  # finished_run's epochs (a resume of it repeats them)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("done") / "run"
-    result = run_cli_in_process(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", "logger=none")
+    result = run_cli_in_process(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", *SHORT)
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -178,7 +179,7 @@ def test_an_existing_run_is_not_overwritten(finished_run: Path) -> None:
 def test_unwritable_output_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert_clean_failure(run_cli(f"hydra.run.dir={blocker / 'run'}"), USER_EXIT, "cannot write the run dir")
+    assert_clean_failure(run_cli_in_process(f"hydra.run.dir={blocker / 'run'}"), USER_EXIT, "cannot write the run dir")
 
 
 def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Path, tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_old_one(finished_run: Pa
     # A file-size limit below the checkpoint's size: the write fails part-way, as on a full disk.
     limit_kib = last.stat().st_size // 1024 // 4
     command = (f"ulimit -f {limit_kib}; exec {sys.executable} -m trainer hydra.run.dir={run_dir} "
-               "trainer.max_epochs=2 trainer.extend_schedule=true trainer.resume=auto logger=none")
+               f"trainer.max_epochs=2 trainer.extend_schedule=true trainer.resume=auto {' '.join(SHORT)}")
     result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=300)
     # best.pt (a better epoch 2) or last.pt: whichever is written first fails, and neither changes
     assert_clean_failure(result, USER_EXIT, f"could not write {last.parent}/")
