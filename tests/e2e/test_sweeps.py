@@ -39,6 +39,27 @@ def test_a_failing_job_is_summarised_and_the_others_still_run(tmp_path: Path) ->
     assert "best_val_acc" in result.stdout and "failed" in result.stdout  # the printed table
 
 
+def test_the_optuna_sweeper_is_an_option_of_hydras_sweeper_group() -> None:
+    """The trainer's sweeper is found as a Hydra plugin: Hydra lists it and its samplers as options (the lists
+    --hydra-help prints for these groups), and the CLI composes it."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trainer.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        assert loader.get_group_options("hydra/sweeper") == ["basic", "optuna"]
+        assert loader.get_group_options("hydra/sweeper/sampler") == ["random", "tpe"]
+    result = run_cli_in_process("--cfg", "hydra", "--package", "hydra.sweeper", "hydra/sweeper=optuna",
+                                "hydra/sweeper/sampler=random")
+    assert result.returncode == 0, result.stderr
+    sweeper = yaml.safe_load(result.stdout)
+    assert sweeper["_target_"] == "hydra_plugins.trainer_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert sweeper["sampler"]["name"] == "random"
+
+
+@pytest.mark.slow  # Hydra's help lists every config group (~10 s); the test above checks the same two groups
 def test_the_optuna_sweeper_is_found_as_a_hydra_plugin() -> None:
     result = run_cli_in_process("--hydra-help", report=True)  # report: no trainer.report override
     assert result.returncode == 0, result.stderr
