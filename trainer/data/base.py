@@ -100,11 +100,11 @@ class DataModule:
                           "decoded per sample; set data.in_memory=false")
 
     def setup(self, augment: Augment | None = None) -> None:
-        if not self.in_memory and augment is not None and augment.crop_flip and augment.crop_flip.alternating:
-            raise ConfigError("augment.alternating_flip=true flips each image by its epoch, which only the batched "
-                              "in-memory path does (data.in_memory=true, for the data sets that support it); set "
-                              "augment.alternating_flip=false otherwise")
         if not self.in_memory:
+            if augment is not None and augment.crop_flip and augment.crop_flip.alternating:
+                raise ConfigError("augment.alternating_flip=true flips each image by its epoch, which only the "
+                                  "batched in-memory path does (data.in_memory=true, for the data sets that support "
+                                  "it); set augment.alternating_flip=false otherwise")
             self.train_set, self.val_set, self.test_set = self.build(augment)
             return
         self.batch_augment = BatchAugment.from_augment(augment, self.image_size)  # fails before any decoding

@@ -25,6 +25,11 @@ def one_of(names: tuple[object, ...]) -> str:
     return "one of " + ", ".join(map(str, names))
 
 
+def require_widths(widths: list[int]) -> None:
+    """`widths` of a stack of blocks (simple_cnn, airbench): at least one, each > 0."""
+    require(len(widths) > 0 and all(w > 0 for w in widths), "widths", "non-empty, all > 0", widths)
+
+
 # The model keys that say how a training run starts and trains its model, not what the model is: build_model does
 # not pass them to the model's builder, and eval, predict and export (built from a checkpoint) ignore them.
 RUN_ONLY_KEYS = ("init_from", "freeze", "whiten_init")
@@ -89,8 +94,7 @@ class SimpleCNNConfig(ModelConfig):
         require(self.act in ACTIVATION_NAMES, "act", one_of(ACTIVATION_NAMES), self.act)
         require(self.norm in NORMS, "norm", one_of(NORMS), self.norm)
         require(0.0 <= self.spatial_dropout < 1.0, "spatial_dropout", "in [0, 1)", self.spatial_dropout)
-        require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths", "non-empty, all > 0",
-                 self.widths)
+        require_widths(self.widths)
         require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
 
     def min_image_size(self) -> int:
@@ -206,8 +210,7 @@ class AirbenchConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         require(self.act in ACTIVATION_NAMES, "act", one_of(ACTIVATION_NAMES), self.act)
-        require(len(self.widths) > 0 and all(w > 0 for w in self.widths), "widths", "non-empty, all > 0",
-                self.widths)
+        require_widths(self.widths)
         require(self.whiten_kernel >= 1, "whiten_kernel", ">= 1", self.whiten_kernel)
         require(0.0 < self.bn_momentum <= 1.0, "bn_momentum", "in (0, 1]", self.bn_momentum)
         require(self.logit_scale > 0, "logit_scale", "> 0", self.logit_scale)
@@ -333,8 +336,7 @@ def check_kwargs(kwargs: Any, set_by: dict[str, str]) -> dict[str, Any]:
 
 SCHEMAS = {"mlp": MLPConfig, "simple_cnn": SimpleCNNConfig, "resnet": ResNetConfig, "vgg": VGGConfig,
            "googlenet": GoogLeNetConfig, "efficientnet": EfficientNetConfig, "torchvision": TorchvisionConfig,
-           "vit": ViTConfig, "rnn": RNNConfig, "timm": TimmConfig,
-           "airbench": AirbenchConfig}
+           "vit": ViTConfig, "rnn": RNNConfig, "timm": TimmConfig, "airbench": AirbenchConfig}
 
 
 def check_input_size(cfg: DictConfig) -> None:

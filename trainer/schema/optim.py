@@ -24,10 +24,10 @@ class OptimConfig:
     (timm's convention: a ViT's pos_embed) never decay either way. `layer_decay` gives a parameter at depth d of a
     model's L depths (its stem, each block, its head: trainer/training/param_groups.py) the lr x
     layer_decay^(L-1-d) (BEiT's layer-wise decay: the head keeps optim.lr, the stem gets the least);
-    `head_lr_mult` multiplies the head's lr. `norm_bias_lr_mult` (BatchNorm bias scaling, airbench's 64) multiplies the
-    lr of normalisation layers' biases and divides their weight decay by as much, so that lr x decay stays the same.
-    `scale_lr_with_batch` sets optim.lr, at the start of a
-    run, to optim.lr x (global batch / base_batch_size) (`linear`) or its square root (`sqrt`).
+    `head_lr_mult` multiplies the head's lr. `norm_bias_lr_mult` (BatchNorm bias scaling, airbench's 64) multiplies
+    the lr of normalisation layers' biases and divides their weight decay by as much, so that lr x decay stays the
+    same. `scale_lr_with_batch` sets optim.lr, at the start of a run, to optim.lr x (global batch / base_batch_size)
+    (`linear`) or its square root (`sqrt`).
     """
 
     _target_: str = MISSING
