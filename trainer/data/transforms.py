@@ -6,6 +6,8 @@ torchvision is imported inside the functions that need it, so unaugmented digits
 
 from __future__ import annotations
 
+import functools
+import platform
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,13 @@ if TYPE_CHECKING:
     from trainer.data.augment import Augment
 
 Stats = Sequence[float]
+
+
+@functools.cache
+def native_uint8_resize() -> bool:
+    """Whether torch resizes uint8 images itself (antialiased bilinear), as v2 decides: AVX2/AVX-512 or ARM CPUs."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or \
+        platform.machine() in ("aarch64", "arm64")
 
 
 class TransformedDataset(Dataset):
@@ -83,9 +92,10 @@ def fast_or_compose(steps: list[v2.Transform]) -> Callable:
 class FastTransform:
     """A v2 pipeline of ToImage, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip, ToDtype(float, scale),
     Normalize and RandomErasing run on a PIL image or uint8 tensor through v2's own kernels, without the per-op
-    dispatch (pytree flattening, type checks) that costs more than the pixels on small images. Each random op draws
-    from torch's generator exactly as v2's does, in the same order, so the output is v2's for the same generator
-    state; any other input goes through the v2 `compose` itself."""
+    dispatch (pytree flattening, type checks) that costs more than the pixels on small images. Crops are views, a
+    padded crop copies only the pixels it keeps into a zero canvas, and Normalize's mean and std are tensors made
+    once. Each random op draws from torch's generator exactly as v2's does, in the same order, so the output is
+    v2's, pixel for pixel, for the same generator state; any other input goes through the v2 `compose` itself."""
 
     KNOWN = ("ToImage", "Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "ToDtype", "Normalize",
              "RandomErasing")
@@ -93,6 +103,8 @@ class FastTransform:
     def __init__(self, compose: v2.Compose) -> None:
         self.compose = compose
         self.steps = list(compose.transforms)
+        self.kinds = [type(step).__name__ for step in self.steps]
+        self.stats = {i: _stat_tensors(step) for i, step in enumerate(self.steps) if self.kinds[i] == "Normalize"}
 
     @classmethod
     def handles(cls, steps: Sequence[v2.Transform]) -> bool:
@@ -112,7 +124,6 @@ class FastTransform:
 
     def __call__(self, image: object) -> torch.Tensor:
         from PIL import Image
-        from torchvision.transforms import v2
         from torchvision.transforms.v2 import functional as F
 
         if isinstance(image, Image.Image) and image.mode in ("L", "RGB"):  # 8-bit: ToDtype scales by 1/255
@@ -121,40 +132,88 @@ class FastTransform:
             x = image.as_subclass(torch.Tensor)
         else:
             return self.compose(image)
-        for step in self.steps:
-            if isinstance(step, v2.Resize):
-                x = F.resize(x, step.size, interpolation=step.interpolation, max_size=step.max_size,
-                             antialias=step.antialias)
-            elif isinstance(step, v2.CenterCrop):
-                x = F.center_crop(x, list(step.size))
-            elif isinstance(step, v2.RandomCrop):
+        for i, (kind, step) in enumerate(zip(self.kinds, self.steps, strict=True)):
+            if kind == "Resize":
+                x = _resize(x, step)
+            elif kind == "CenterCrop":
+                x = _center_crop(x, *step.size)
+            elif kind == "RandomCrop":
                 x = _random_crop(x, step)
-            elif isinstance(step, v2.RandomHorizontalFlip):
-                if torch.rand(1) < step.p:  # v2 skips the op when torch.rand(1) >= p
+            elif kind == "RandomHorizontalFlip":
+                if float(torch.rand(1)) < step.p:  # v2 skips the op when torch.rand(1) >= p
                     x = x.flip(-1)
-            elif isinstance(step, v2.ToDtype):
+            elif kind == "ToDtype":
                 x = x.to(torch.float32).mul_(1.0 / 255)
-            elif isinstance(step, v2.Normalize):
-                x = F.normalize(x, step.mean, step.std, inplace=True)
-            elif isinstance(step, v2.RandomErasing):
+            elif kind == "Normalize":
+                stats = self.stats[i]
+                x = x.sub_(stats[0]).div_(stats[1]) if stats and x.dtype == torch.float32 else \
+                    F.normalize(x, step.mean, step.std, inplace=True)
+            elif kind == "RandomErasing":
                 x = step(x)
         return x
 
 
-def _random_crop(image: torch.Tensor, step: v2.RandomCrop) -> torch.Tensor:
-    """v2.RandomCrop (zero padding, no pad_if_needed) with its draws: the top offset, then the left one."""
+def _stat_tensors(step: v2.Normalize) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Normalize's mean and std as C x 1 x 1 float32 tensors, as v2's kernel makes them on every call (None when a
+    std is 0: v2's kernel then raises its own error)."""
+    if any(value == 0 for value in step.std):
+        return None
+    return torch.tensor(step.mean, dtype=torch.float32).view(-1, 1, 1), \
+        torch.tensor(step.std, dtype=torch.float32).view(-1, 1, 1)
+
+
+def _resize(image: torch.Tensor, step: v2.Resize) -> torch.Tensor:
+    """v2.Resize of a uint8 C x H x W image: antialiased bilinear to a short side goes straight to torch's native
+    uint8 kernel (the one v2 calls, with v2's output size and batch stride); any other resize is v2's kernel."""
+    from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    pad_left, pad_right, pad_top, pad_bottom = step.padding if step.padding is not None else (0, 0, 0, 0)
-    if any((pad_left, pad_right, pad_top, pad_bottom)):
-        image = F.pad(image, [pad_left, pad_top, pad_right, pad_bottom], fill=0)
+    size = [step.size] if isinstance(step.size, int) else step.size
+    if not (step.interpolation == InterpolationMode.BILINEAR and step.antialias and step.max_size is None
+            and size is not None and len(size) == 1 and image.dtype == torch.uint8 and native_uint8_resize()):
+        return F.resize_image(image, step.size, interpolation=step.interpolation, max_size=step.max_size,
+                              antialias=step.antialias)
+    channels, height, width = image.shape
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size[0], int(size[0] * long / short)
+    new_h, new_w = (new_long, new_short) if width <= height else (new_short, new_long)
+    if (new_h, new_w) == (height, width):
+        return image
+    batch = image.as_strided((1, channels, height, width), (image.numel(), *image.stride()))
+    return torch.nn.functional.interpolate(batch, size=[new_h, new_w], mode="bilinear", align_corners=False,
+                                           antialias=True)[0]
+
+
+def _center_crop(image: torch.Tensor, crop_h: int, crop_w: int) -> torch.Tensor:
+    """v2's centre crop as a view (its anchor rounding); an image smaller than the crop goes to v2's kernel."""
     height, width = image.shape[-2:]
-    crop_h, crop_w = step.size
-    if height < crop_h or width < crop_w:
-        raise ValueError(f"Required crop size {(crop_h, crop_w)} is larger than input image size {(height, width)}.")
-    top = int(torch.randint(0, height - crop_h + 1, size=())) if height > crop_h else 0
-    left = int(torch.randint(0, width - crop_w + 1, size=())) if width > crop_w else 0
+    if crop_h > height or crop_w > width:
+        from torchvision.transforms.v2 import functional as F
+
+        return F.center_crop_image(image, [crop_h, crop_w])
+    top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
     return image[..., top:top + crop_h, left:left + crop_w]
+
+
+def _random_crop(image: torch.Tensor, step: v2.RandomCrop) -> torch.Tensor:
+    """v2.RandomCrop (zero padding, no pad_if_needed) with its draws, the top offset then the left one, into the
+    padded image; only the pixels the crop keeps are copied onto zeros."""
+    pad_left, pad_right, pad_top, pad_bottom = step.padding if step.padding is not None else (0, 0, 0, 0)
+    height, width = image.shape[-2:]
+    padded_h, padded_w = height + pad_top + pad_bottom, width + pad_left + pad_right
+    crop_h, crop_w = step.size
+    if padded_h < crop_h or padded_w < crop_w:
+        raise ValueError(f"Required crop size {(crop_h, crop_w)} is larger than input image size "
+                         f"{(padded_h, padded_w)}.")
+    top = int(torch.randint(0, padded_h - crop_h + 1, size=())) - pad_top if padded_h > crop_h else -pad_top
+    left = int(torch.randint(0, padded_w - crop_w + 1, size=())) - pad_left if padded_w > crop_w else -pad_left
+    if top >= 0 and left >= 0 and top + crop_h <= height and left + crop_w <= width:
+        return image[..., top:top + crop_h, left:left + crop_w]
+    out = image.new_zeros((*image.shape[:-2], crop_h, crop_w))
+    rows, cols = slice(max(top, 0), min(top + crop_h, height)), slice(max(left, 0), min(left + crop_w, width))
+    if rows.start < rows.stop and cols.start < cols.stop:
+        out[..., rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = image[..., rows, cols]
+    return out
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
