@@ -196,3 +196,50 @@ def test_without_checkpoints_the_best_epoch_is_tested_from_memory(tmp_path: Path
     assert "kept in memory" in summary["tested"] and summary["test_samples"] == 32
     assert 0.0 <= summary["test_acc"] <= 1.0 and summary["selected_on"] == "val"
     assert not (tmp_path / "checkpoints").exists()
+
+
+def checkpoint_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the checkpoint files the run loads from now on, in order."""
+    from trainer.training import checkpoint
+
+    read, load = [], checkpoint.load_checkpoint
+
+    def counted(path: str | Path, **options: object) -> dict:
+        read.append(Path(path).name)
+        return load(path, **options)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", counted)
+    return read
+
+
+@pytest.mark.parametrize("monitor", ["val/acc", "val_ema/acc"])
+def test_when_the_last_epoch_wrote_best_pt_the_test_pass_takes_its_weights_from_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monitor: str) -> None:
+    """The weights that best.pt was just written from are still the model's (or the EMA's): the test pass scores
+    them without reading the file back, and scores what mode=eval of the file scores."""
+    from trainer.modes.evaluate import evaluate
+
+    read = checkpoint_reads(monkeypatch)
+    data = ("data=fake", "data.test_size=32", "regularization.ema_decay=0.5")
+    run = run_cli_in_process(*QUICK, *data, "trainer.max_epochs=1", f"trainer.monitor={monitor}",
+                             f"hydra.run.dir={tmp_path / 'run'}")
+    assert run.returncode == 0, run.stderr
+    summary = read_json(tmp_path / "run" / "summary.json")
+    kind = " (EMA weights)" if monitor.startswith("val_ema") else ""
+    assert summary["tested"] == f"checkpoints/best.pt, epoch 1{kind}" and "best.pt" not in read
+    cfg = compose("mode=eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.pt'}", *data, "trainer.progress=none")
+    validate(cfg)
+    evaluate(cfg, tmp_path / "eval")
+    scored = read_json(tmp_path / "eval" / "eval.json")
+    assert (scored["samples"], scored["test_acc"]) == (32, summary["test_acc"])
+    assert scored["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+
+
+def test_a_best_epoch_before_the_last_is_read_back_from_best_pt(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    read = checkpoint_reads(monkeypatch)
+    run = run_cli_in_process(*PLATEAU, "data=fake", "data.test_size=32", "trainer.monitor=val/loss",
+                             "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 0, run.stderr
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["best_epoch"] == 1 and summary["tested"] == "checkpoints/best.pt, epoch 1" and "best.pt" in read

@@ -155,6 +155,10 @@ class Checkpointer(Hook):
         # Without a best.pt to write, the selected weights are kept in memory (on the CPU) for the test pass.
         self.best_in_memory = not (self.enabled and tcfg.save_top_k >= 1)
         self.best_weights: dict | None = None
+        self.live_best_epoch: int | None = None  # best.pt's epoch while the run's weights still are its weights
+
+    def before_epoch(self, state: TrainState) -> None:
+        self.live_best_epoch = None  # training on changes them
 
     def after_step(self, state: TrainState, step: StepEvent) -> None:
         every = self.every_n_steps
@@ -172,7 +176,11 @@ class Checkpointer(Hook):
         self.check_epoch(epoch)
         if epoch.is_best and self.best_in_memory:
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.selected_model().items()}
-        self.save(state, *self.kept.plan(state, epoch.is_best))
+        selected, periodic, evicted = self.kept.plan(state, epoch.is_best)
+        self.save(state, selected, periodic, evicted)
+        # under torchrun each rank's BatchNorm statistics are its own, and best.pt holds rank 0's
+        live = self.enabled and BEST in selected and not self.run.ctx.enabled
+        self.live_best_epoch = state.epoch if live else None
 
     def check_epoch(self, epoch: EpochEvent) -> None:
         """Stop the run, before this epoch replaces any checkpoint, when it trained on nothing (every batch
@@ -214,7 +222,12 @@ class Checkpointer(Hook):
 
     def selected_weights(self) -> tuple[dict, str] | None:
         """The run's selected weights for the test pass and what they are: best.pt's, or those kept in memory
-        when no best.pt is written; None when neither exists (a resumed run that has not improved since)."""
+        when no best.pt is written; None when neither exists (a resumed run that has not improved since).
+        When the last epoch wrote best.pt, its weights are taken from the model (or the EMA) in memory, which are
+        the very tensors the file holds, instead of reading them back."""
+        if self.live_best_epoch is not None:
+            kind = " (EMA weights)" if self.monitor.uses_ema else ""
+            return self.selected_model(), f"checkpoints/best.pt, epoch {self.live_best_epoch}{kind}"
         if self.best.is_file():
             checkpoint = load_checkpoint(self.best, map_location=self.run.device)
             kind = " (EMA weights)" if checkpoint.get("weights") == "ema" else ""
