@@ -243,3 +243,44 @@ def test_a_best_epoch_before_the_last_is_read_back_from_best_pt(tmp_path: Path,
     assert run.returncode == 0, run.stderr
     summary = read_json(tmp_path / "summary.json")
     assert summary["best_epoch"] == 1 and summary["tested"] == "checkpoints/best.pt, epoch 1" and "best.pt" in read
+
+
+def test_an_epoch_that_becomes_best_writes_one_file_under_every_name(tmp_path: Path) -> None:
+    """best.pt, its top-k file and last.pt of the same epoch are hard links to one file; a later epoch that is not
+    best replaces last.pt alone, and an EMA-selected best.pt is a file of its own."""
+    run = run_cli_in_process(*PLATEAU, "trainer.monitor=val/loss", "trainer.save_top_k=2", "trainer.max_epochs=1",
+                             f"hydra.run.dir={tmp_path / 'run'}")
+    assert run.returncode == 0, run.stderr
+    folder = tmp_path / "run" / "checkpoints"
+    top = next(folder.glob("epoch=1-*.pt"))
+    assert (folder / "best.pt").samefile(folder / "last.pt") and top.samefile(folder / "best.pt")
+    last = torch.load(folder / "last.pt", weights_only=True)
+    assert (last["weights"], last["epoch"], last["selected"]["epoch"]) == ("model", 1, 1)
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary names left
+    resumed = run_cli_in_process(*PLATEAU, "trainer.monitor=val/loss", "trainer.save_top_k=2", "trainer.max_epochs=2",
+                                 "trainer.resume=auto", f"hydra.run.dir={tmp_path / 'run'}")
+    assert resumed.returncode == 0, resumed.stderr  # the plateau: epoch 2 is not better
+    assert not (folder / "best.pt").samefile(folder / "last.pt")
+    assert torch.load(folder / "best.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(folder / "last.pt", weights_only=True)["epoch"] == 2
+
+    ema = run_cli_in_process(*QUICK, "trainer.max_epochs=1", "regularization.ema_decay=0.5",
+                             "trainer.monitor=val_ema/acc", f"hydra.run.dir={tmp_path / 'ema'}")
+    assert ema.returncode == 0, ema.stderr
+    assert not (tmp_path / "ema" / "checkpoints" / "best.pt").samefile(tmp_path / "ema" / "checkpoints" / "last.pt")
+
+
+def test_without_hard_links_each_name_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    run = run_cli_in_process(*QUICK, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 0, run.stderr
+    folder = tmp_path / "checkpoints"
+    assert not (folder / "best.pt").samefile(folder / "last.pt")
+    best, last = (torch.load(folder / name, weights_only=True) for name in ("best.pt", "last.pt"))
+    assert best["selected"]["epoch"] == 1 and "selected" not in last
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])

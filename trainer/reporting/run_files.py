@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -55,7 +56,29 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             kept = "; its previous version is intact" if existed else f"; {path.name} was not written"
             raise OutputError(f"could not write {path}: {write_failure(err)}{kept}") from None
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)
+
+
+def atomic_link(source: Path, path: Path) -> bool:
+    """Make `path` a hard link to the complete file `source`, replacing `path` atomically (a kill leaves its old
+    version or the link); False, with nothing changed, where the file system has no hard links."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.link")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return False
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+    return True
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the names just put in it survive a crash."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

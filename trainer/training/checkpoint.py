@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from trainer import __version__
 from trainer.errors import CheckpointError, TrainerError, described
-from trainer.reporting.run_files import atomic_write
+from trainer.reporting.run_files import atomic_link, atomic_write
 from trainer.training.checkpoint_checks import (
     check_entries,
     load_model_weights,
@@ -138,7 +138,8 @@ class Checkpointer(Hook):
     """`last.pt` after every epoch; `best.pt` beside it for a new best `trainer.monitor` value (holding the EMA
     weights as its model when the monitor scores them), the `save_top_k` best epochs as `epoch=E-<metric>=V.pt`
     and `epoch=E.pt` every `save_every_n_epochs`; mid-epoch every `checkpoint_every_n_steps` optimizer steps and
-    on a stop signal. `restore` resumes from one.
+    on a stop signal. `restore` resumes from one. An epoch's selected files are one file written once, hard linked
+    under each name, and last.pt too unless best.pt holds the EMA weights (where the file system has hard links).
 
     Every rank's RNG state and partial-epoch sums are gathered into the checkpoint, so that a resumed rank
     continues its own draws; rank 0 alone writes. The checkpoint holds everything that decides the rest of
@@ -208,11 +209,14 @@ class Checkpointer(Hook):
             if payload is not None:
                 pending = [self.kept.pending(name, state.epoch) for name in selected]
                 chosen = self.selected_payload(payload, state) if selected else None
-                for path in pending:
-                    save_checkpoint(chosen, path)
+                for index, path in enumerate(pending):  # the same checkpoint: written once, linked
+                    if index == 0 or not atomic_link(pending[0], path):
+                        save_checkpoint(chosen, path)
                 for name in periodic:
                     save_checkpoint(payload, self.folder / name)
-                save_checkpoint(payload, self.last)
+                # last.pt is this epoch's selected checkpoint too, unless that holds the EMA weights as its model
+                if not (pending and not self.monitor.uses_ema and atomic_link(pending[0], self.last)):
+                    save_checkpoint(payload, self.last)
                 self.kept.commit(pending, list(evicted))
             self.run.ctx.barrier()
 
