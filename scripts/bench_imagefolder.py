@@ -9,8 +9,9 @@ outputs/benchmark/ as `train/<class>/*.jpg` and `test/<class>/*.jpg`, then for e
 - the loader alone: the trainer's train loader and the hand loop's, epochs made and thrown away, no model.
 
 data.val_dir is the test folder (as timm's train.py validates on a val folder): both sides train on all 10,000
-training images, run one validation pass over the 2,000 test images and write best.pt and last.pt; the trainer
-also loads best.pt for its test step (there is no test split) and writes its report, which the hand loop does not.
+training images, run one validation pass over the 2,000 test images and write best.pt and last.pt (the trainer
+writes the file once and links it under both names, the epoch being the best); the trainer also writes its report,
+which the hand loop does not.
 Both sides are timed as whole processes (start-up included), and by phase from inside.
 """
 
@@ -22,27 +23,26 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, fields
-from functools import partial
-from itertools import islice
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
+from bench_folder_passes import HAND, TRAINER, hand_spec, loader_epochs, per_image_costs, validation_passes
 from bench_jpeg_folder import jpeg_folder
-from bench_measure import REPO, Check, Say, Section, Table, check, compose, free_memory, run_cli, spread, timed
+from bench_measure import REPO, Check, Say, Section, Table, check, compose, run_cli, spread, timed
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
 
-    from omegaconf import DictConfig
+    pass
 
 CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar-10-batches-py"  # where the other sections take their data
 HAND_SCRIPT = Path(__file__).resolve().parent / "bench_imagefolder_hand.py"
 DECODERS = ("pil", "torchvision")
-TRAINER, HAND = "trainer", "hand loop"
 
 TARGET_END_TO_END = 1.0  # hand loop wall / trainer wall: the trainer at least as fast end to end
 TARGET_DECODER = 1.3  # torchvision decoder's loader samples/s over the pil decoder's
+TARGET_VALIDATION = 0.95  # the trainer's validation pass against a hand inference_mode loop over the same loader
+TARGET_REPORT_S = 1.5  # summary.json's phase_s.report: the report draws what the scoring pass collected
 
 JOB = ("data=imagefolder", "data.num_classes=10", "data.image_size=32", "data.batch_size=128", "data.num_workers=2",
        "model=resnet18", "optim=adamw", "scheduler=cosine", "augment=basic", "trainer.max_epochs=1", "logger=none")
@@ -87,28 +87,6 @@ def trainer_overrides(folder: Path, decoder_args: tuple[str, ...]) -> list[str]:
     return [*JOB, f"data.train_dir={folder / 'train'}", f"data.val_dir={folder / 'test'}", *decoder_args]
 
 
-def hand_spec(cfg: DictConfig, decoder: str, checkpoint_dir: Path) -> dict[str, Any]:
-    """scripts/bench_imagefolder_hand.py's Spec for the job `cfg` runs: every setting read from that config."""
-    from omegaconf import OmegaConf
-
-    from trainer.data.capabilities import eval_batch
-    from trainer.schema.model import RUN_ONLY_KEYS
-
-    data, aug, optim = cfg.data, cfg.augment, cfg.optim
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    target = model.pop("_target_")
-    return {"train_dir": data.train_dir, "val_dir": data.val_dir, "decoder": decoder,
-            "batch_size": int(data.batch_size),
-            "eval_batch_size": eval_batch(int(data.batch_size), data.eval_batch_size),
-            "num_workers": int(data.num_workers), "resize": round(data.image_size / data.crop_fraction),
-            "image_size": int(data.image_size), "padding": data.image_size // 8 if aug.padding is None else aug.padding,
-            "flip": 0.5 if aug.flip else 0.0, "mean": list(data.mean), "std": list(data.std),
-            "model_target": target, "model_kwargs": {k: v for k, v in model.items() if k not in RUN_ONLY_KEYS},
-            "lr": float(optim.lr), "betas": list(optim.betas), "eps": float(optim.eps),
-            "weight_decay": float(optim.weight_decay), "epochs": int(cfg.trainer.max_epochs), "seed": int(cfg.seed),
-            "checkpoint_dir": str(checkpoint_dir)}
-
-
 # ---- end to end: each side as a subprocess
 
 
@@ -149,86 +127,6 @@ def end_to_end(jobs: dict[str, list[str]], runs: int, say: Say) -> dict[str, dic
                 say(f"  {job['wall_s']:.1f} s, {job['train_samples_per_s']:,.0f} train samples/s, load average "
                     f"{job['load_average']}")
     return results
-
-
-# ---- the loader alone: epochs of each train loader, no model
-
-
-def loader_epochs(jobs: dict[str, list[str]], plan: FolderPlan, say: Say) -> dict[str, dict[str, list[float]]]:
-    """samples/s of whole epochs of the trainer's train loader (built as train.py builds it) and of the hand
-    loop's, for each decoder; the loaders take turns, in reverse order every other round."""
-    from bench_imagefolder_hand import Spec, build_loaders
-
-    from trainer.training.setup import build_run
-
-    loaders: dict[tuple[str, str], Any] = {}
-    for decoder, overrides in jobs.items():
-        run = build_run(compose(*overrides))
-        loaders[decoder, TRAINER] = (run.datamodule, run.train_loader)
-        spec = Spec(**hand_spec(run.cfg, decoder, Path(tempfile.gettempdir())))
-        loaders[decoder, HAND] = (None, build_loaders(spec)[0])
-        del run
-    for key, (datamodule, loader) in loaders.items():  # starts the trainer's persistent workers
-        say(f"imagefolder: loader warm-up, decoder={key[0]}, {key[1]}")
-        served(datamodule, loader, 0, plan.loader_warmup)
-    rates: dict[str, dict[str, list[float]]] = {d: {TRAINER: [], HAND: []} for d in jobs}
-    for r in range(plan.loader_rounds):
-        for key in (list(loaders) if r % 2 == 0 else list(reversed(loaders))):
-            samples, seconds = timed(partial(served, *loaders[key], r + 1, None))
-            rates[key[0]][key[1]].append(samples / seconds)
-        say(f"imagefolder: loader round {r + 1}/{plan.loader_rounds}: " +
-            ", ".join(f"{d} {s} {v[-1]:,.0f}/s" for d, sides in rates.items() for s, v in sides.items()))
-    loaders.clear()  # the workers go before the next section builds anything
-    free_memory()
-    return rates
-
-
-def per_image_costs(overrides: list[str], decoder: str, images: int) -> dict[str, Any]:
-    """Microseconds per image, on the first `images` training files after a few untimed ones, on one torch
-    thread as in a loader worker: the trainer's train set (an ImageFolder, data.val_dir being given) in its
-    loader (data.decoder's decode) and its train transform; the hand loop's v2.Compose on the same decoded
-    images, op by op."""
-    import time
-
-    import torch
-    from bench_imagefolder_hand import Spec, build_loaders
-
-    from trainer.build import build_data
-
-    cfg = compose(*overrides)
-    ours = build_data(cfg).train_set
-    hand = build_loaders(Spec(**hand_spec(cfg, decoder, Path(tempfile.gettempdir()))))[0].dataset.transform
-    paths = [path for path, _ in ours.samples[:images]]
-    threads, clock = torch.get_num_threads(), time.perf_counter
-    torch.set_num_threads(1)
-    try:
-        for path in paths[:5]:  # the decoders' and ops' first calls set themselves up
-            ours.transform(ours.loader(path))
-            hand(ours.loader(path))
-        start = clock()
-        decoded = [ours.loader(path) for path in paths]
-        decode_s, start = clock() - start, clock()
-        for image in decoded:
-            ours.transform(image)
-        transform_s, ops_s = clock() - start, [0.0] * len(hand.transforms)
-        for image in decoded:
-            for i, op in enumerate(hand.transforms):
-                start = clock()
-                image = op(image)
-                ops_s[i] += clock() - start
-    finally:
-        torch.set_num_threads(threads)
-    ops_us = {f"{i}:{type(op).__name__}": ops_s[i] / len(paths) * 1e6 for i, op in enumerate(hand.transforms)}
-    return {"images": len(paths), "decode_us": decode_s / len(paths) * 1e6,
-            "transform_us": transform_s / len(paths) * 1e6, "transform": type(ours.transform).__name__,
-            "hand_transform_us": sum(ops_us.values()), "hand_ops_us": ops_us}
-
-
-def served(datamodule: Any, loader: Iterable, epoch: int, batches: int | None) -> int:
-    """Samples in the first `batches` batches (None: all) of `epoch`, made and thrown away."""
-    if datamodule is not None:
-        datamodule.set_train_epoch(epoch)
-    return sum(len(labels) for _, labels in islice(loader, batches))
 
 
 # ---- the tables
@@ -273,7 +171,7 @@ def end_to_end_tables(results: dict[str, dict[str, list[dict]]], skips: dict[str
         f"medians (min-max) of {runs} run(s) per side, each a subprocess timed from launch to exit; the sides "
         "alternate, the order reversed every other run; the JPEGs are in the page cache; torch threads: default",
         "trainer: python -m trainer " + " ".join(JOB) + " data.train_dir=<folder>/train data.val_dir=<folder>/test "
-        "[data.decoder=D]: train, validate, last.pt + best.pt, best.pt loaded for the (absent) test split, report",
+        "[data.decoder=D]: train, validate, best.pt (last.pt a hard link to it), the (absent) test split, report",
         "hand loop: scripts/bench_imagefolder_hand.py: ImageFolder + DataLoader (shuffle, same workers), the same "
         "model class and arguments, the same v2 transforms (resize to image_size / crop_fraction, centre crop, "
         "augment=basic's padded crop and flip, normalise), fused AdamW with the config's lr/betas/eps/decay, "
@@ -326,12 +224,43 @@ def largest_ops(ops_us: dict[str, float], count: int = 3) -> str:
     return ", ".join(f"{name.split(':', 1)[1]} {us:.0f}" for name, us in ranked)
 
 
-def section_checks(results: dict, rates: dict, skips: dict[str, str]) -> list[Check]:
+def validation_table(seconds: dict[str, dict[str, list[float]]], skips: dict[str, str], rounds: int) -> Table:
+    table = Table("6d. image folder: one validation pass over the trainer's val loader (2 workers, eval batch 256)",
+                  ["decoder", "trainer's pass, s", "hand inference_mode loop, s", "trainer's speed / hand's"])
+    for decoder, sides in seconds.items():
+        table.rows.append([decoder, spread(sides[TRAINER], 2), spread(sides[HAND], 2),
+                           f"{validation_speed(sides):.3f}"])
+    table.notes = [
+        f"medians (min-max) of {rounds} pass(es) per side after one untimed pass each, taking turns, over the same "
+        "run.val_loader (persistent workers, data.eval_batch_size) and the same untrained model",
+        "trainer's: trainer/training/scoring.py's validate_epoch, collecting the report's predictions as a run without "
+        "a test split does; hand: scripts/bench_imagefolder_hand.py's validate (torch.inference_mode, "
+        "cross-entropy and accuracy read on the host every batch)",
+    ]
+    skipped_rows(table, skips)
+    return table
+
+
+def validation_speed(sides: dict[str, list[float]]) -> float:
+    """The hand loop's median seconds over the trainer's: above 1, the trainer's pass is the faster."""
+    return median(sides[HAND]) / median(sides[TRAINER])
+
+
+def section_checks(results: dict, rates: dict, skips: dict[str, str],
+                   validations: dict | None = None) -> list[Check]:
     checks = []
     for decoder in DECODERS:
         name = f"image folder end to end, decoder={decoder} (trainer / hand)"
         ratio = hand_over_trainer(results[decoder]) if decoder in results else None
         checks.append(check(name, ratio, TARGET_END_TO_END, at_least=True, missing="skipped"))
+    for decoder in DECODERS:
+        report = median(job["phase_s"]["report"] for job in results[decoder][TRAINER]) if decoder in results else None
+        checks.append(check(f"phase_s.report, decoder={decoder}", report, TARGET_REPORT_S, at_least=False,
+                            unit=" s", missing="skipped"))
+    for decoder in DECODERS:
+        speed = validation_speed(validations[decoder]) if validations and decoder in validations else None
+        checks.append(check(f"validation pass, decoder={decoder} (trainer's speed / hand loop's)", speed,
+                            TARGET_VALIDATION, at_least=True, missing="skipped"))
     speedup = (median(rates["torchvision"][TRAINER]) / median(rates["pil"][TRAINER])
                if {"pil", "torchvision"} <= set(rates) else None)
     checks.append(check("torchvision / pil decoder (loader alone)", speedup, TARGET_DECODER, at_least=True,
@@ -363,8 +292,11 @@ def bench_imagefolder(plan: Any, say: Say) -> Section:
     results = end_to_end(jobs, folder_plan.runs, say)
     rates = loader_epochs(jobs, folder_plan, say)
     costs = {decoder: per_image_costs(jobs[decoder], decoder, folder_plan.cost_images) for decoder in jobs}
+    validations = validation_passes(jobs, folder_plan.loader_rounds, say)
     tables = [*end_to_end_tables(results, skips, manifest, folder_plan.runs),
-              loader_table(rates, costs, skips, folder_plan)]
+              loader_table(rates, costs, skips, folder_plan),
+              validation_table(validations, skips, folder_plan.loader_rounds)]
     raw = {"folder": str(folder), "images": manifest["images"], "plan": asdict(folder_plan), "skipped": skips,
-           "end_to_end": results, "loader_samples_per_s": rates, "per_image_us": costs}
-    return Section("imagefolder", tables, section_checks(results, rates, skips), raw)
+           "end_to_end": results, "loader_samples_per_s": rates, "per_image_us": costs,
+           "validation_s": validations}
+    return Section("imagefolder", tables, section_checks(results, rates, skips, validations), raw)

@@ -251,8 +251,16 @@ def test_the_image_folder_tables_and_checks_from_stubbed_measurements() -> None:
     loader = bench_imagefolder.loader_table(rates, costs, {}, plan)
     assert loader.rows[1] == ["torchvision", "1,400", "1,200", "1.40x", "100", "150", "300",
                               "Resize 200, Flip 70, CenterCrop 20"]
-    checks = bench_imagefolder.section_checks(results, rates, skips)
-    assert [(c.value, c.status) for c in checks] == [("1", "PASS"), ("-", "skipped"), ("1.4x", "PASS")]
+    validations = {"pil": {trainer: [1.0, 1.2, 1.1], hand: [1.0, 1.0, 1.1]}}  # hand / trainer: 1.0 / 1.1
+    validation = bench_imagefolder.validation_table(validations, skips, 3)
+    assert validation.rows == [["pil", "1.10 (1.00-1.20)", "1.00 (1.00-1.10)", "0.909"],
+                               ["torchvision", "skipped", "-", "-"]]
+    checks = bench_imagefolder.section_checks(results, rates, skips, validations)
+    assert [(c.value, c.status) for c in checks] == [
+        ("1", "PASS"), ("-", "skipped"),  # end to end
+        ("0.5 s", "PASS"), ("-", "skipped"),  # phase_s.report
+        ("0.909", "MISS"), ("-", "skipped"),  # the validation pass
+        ("1.4x", "PASS")]
 
 
 def test_the_image_folder_section_says_why_it_skips_without_the_cifar_batches(tmp_path, monkeypatch) -> None:
@@ -283,3 +291,18 @@ def test_the_hand_loop_gets_the_trainers_images_model_and_optimizer_settings(tmp
         assert torch.equal(theirs[3][0], expected)
     assert (spec.model_target, spec.model_kwargs["depth"], spec.model_kwargs["num_classes"]) == (
         "trainer.models.resnet.ResNet", 18, 10)  # the class and arguments trainer.build.build_model instantiates
+
+
+def test_the_validation_race_times_both_passes_over_the_trainers_val_loader(tmp_path) -> None:
+    pytest.importorskip("torch")
+    import bench_folder_passes
+
+    from trainer.training.setup import build_run
+
+    write_smooth_cifar(tmp_path / "cifar-10-batches-py", per_batch=10)  # every class in the test batch
+    folder, _ = bench_jpeg_folder.jpeg_folder(tmp_path / "cifar-10-batches-py", {"train": None, "test": None},
+                                              lambda message: None, tmp_path / "out")
+    overrides = [*bench_imagefolder.trainer_overrides(folder, ()), "data.num_workers=0", "model=simple_cnn"]
+    seconds = bench_folder_passes.timed_validations(build_run(bench_measure.compose(*overrides)), rounds=3)
+    assert set(seconds) == {bench_imagefolder.TRAINER, bench_imagefolder.HAND}
+    assert all(len(times) == 3 and all(t > 0 for t in times) for times in seconds.values())
