@@ -74,3 +74,24 @@ def test_without_per_step_checks_a_nan_stops_at_the_next_log_read() -> None:
     with pytest.raises(NonFiniteLoss) as caught:
         fit(convnet(), epochs=1, data=data, is_finite=None, log_every=100)  # no log read: the epoch's end catches it
     assert caught.value.batch == 6
+
+
+def test_the_set_up_objects_sit_out_the_garbage_collectors_passes_while_the_run_trains(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from tests.conftest import run_cli_in_process
+    from trainer.training import train
+
+    frozen, epoch = [], train.train_one_epoch
+
+    def counted(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", counted)
+    run = run_cli_in_process("trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.progress=none",
+                             "logger=none", "trainer.device=cpu", f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 0, run.stderr
+    assert len(frozen) == 2 and min(frozen) > 10_000  # the modules, config and model at least
+    assert gc.get_freeze_count() == 0  # handed back when the run ends

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 from dataclasses import dataclass
@@ -11,6 +12,20 @@ import numpy as np
 import torch
 
 from trainer.errors import ConfigError
+
+
+def freeze_setup_objects() -> None:
+    """Take every object made so far (the imported modules, the config, the model, the data sets: hundreds of
+    thousands) out of the cyclic garbage collector's passes for the rest of the run. Each full pass would walk
+    them all again; the report's figures alone trigger enough passes to cost a third of its time. Objects freed
+    by reference counting are freed as before; `release_setup_objects` hands them back at the run's end."""
+    gc.freeze()
+
+
+def release_setup_objects() -> None:
+    """Return what `freeze_setup_objects` set aside to the collector (a process that runs several jobs, a sweep's
+    or a test suite's, then collects the garbage cycles of each)."""
+    gc.unfreeze()
 
 
 def select_device(name: str) -> torch.device:

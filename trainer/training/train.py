@@ -39,7 +39,7 @@ from trainer.training.metrics import EpochStats, RunningStats
 from trainer.training.optim import global_batch_size, scale_lr_with_batch
 from trainer.training.preemption import StopOnSignal, StopSignals
 from trainer.training.resume_config import check_resume_config
-from trainer.training.runtime import is_compile_error
+from trainer.training.runtime import freeze_setup_objects, is_compile_error, release_setup_objects
 from trainer.training.scoring import (
     collected_split,
     load_selected,
@@ -69,6 +69,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float | PrunedJob:
     try:
         return run_training(cfg, shared_run_dir(ctx, run_dir), ctx, device)
     finally:
+        release_setup_objects()
         shutdown_distributed(ctx)
 
 
@@ -110,6 +111,7 @@ def run_training(cfg: DictConfig, run_dir: Path, ctx: Distributed,
     search = trial_reporting(monitor, console) if ctx.is_main else []  # after the checkpoint: a pruned run keeps it
     collected = collected_split(run)  # the pass that collects the report's predictions: test, val or none
     times.record("setup", wall_start)
+    freeze_setup_objects()
 
     # ---- the epoch loop
     with StopSignals() as stop, ended_on_error(logger):
