@@ -131,3 +131,18 @@ def test_the_readme_exit_code_table_names_every_cli_exit_code() -> None:
     assert rows.keys() == {errors.EXIT_OK, errors.EXIT_COMPOSE_ERROR, errors.EXIT_USER_ERROR, errors.EXIT_PREEMPTED}
     assert "does not compose" in rows[errors.EXIT_COMPOSE_ERROR] and "sweep" in rows[errors.EXIT_SWEEP_JOB_FAILED]
     assert "bad value" in rows[errors.EXIT_USER_ERROR] and "SIGTERM" in rows[errors.EXIT_PREEMPTED]
+
+
+def test_the_process_freezes_its_objects_before_the_interpreter_exits() -> None:
+    """`python -m trainer` leaves its objects out of the final garbage-collector passes (an atexit hook that runs
+    before the interpreter's own teardown); the in-process `trainer.cli.main` of sweeps and tests does not."""
+    import subprocess
+    import sys
+
+    # An atexit hook registered before the entrypoint runs after the entrypoint's own (last in, first out).
+    probe = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count()));"
+             "sys.argv = ['trainer', '--help']; import trainer.__main__")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
+    assert frozen > 1000
