@@ -25,15 +25,11 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from statistics import median
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bench_folder_passes import HAND, TRAINER, hand_spec, loader_epochs, per_image_costs, validation_passes
 from bench_jpeg_folder import jpeg_folder
 from bench_measure import REPO, Check, Say, Section, Table, check, compose, run_cli, spread, timed
-
-if TYPE_CHECKING:
-
-    pass
 
 CIFAR_DIR = REPO.parent / "shared" / "data" / "cifar-10-batches-py"  # where the other sections take their data
 HAND_SCRIPT = Path(__file__).resolve().parent / "bench_imagefolder_hand.py"

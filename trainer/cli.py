@@ -5,7 +5,9 @@ Nothing heavy is imported here, so `--help` and `--cfg job` answer without loadi
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import logging
 import os
 import sys
@@ -227,6 +229,14 @@ def print_help(overrides: list[str]) -> None:
     print(f"{help_cfg.header}\n== Configuration groups ==\nCompose your configuration from those groups "
           f"(group=option)\n\n" + "\n".join(lines) + "\n\n== Config ==\nOverride anything in the config "
           f"(foo.bar=value)\n\n{OmegaConf.to_yaml(cfg)}\n{help_cfg.footer}")
+
+
+def console_main() -> None:
+    """The `trainer` command and `python -m trainer`: `main` as a process of its own. Its objects are frozen at exit:
+    the process frees them anyway, and the interpreter's final garbage-collector passes would walk the run's
+    ~400,000 objects of torch, Hydra and the model (over a second on a small CPU)."""
+    atexit.register(gc.freeze)
+    main()
 
 
 def main() -> None:

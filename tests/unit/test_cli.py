@@ -146,3 +146,7 @@ def test_the_process_freezes_its_objects_before_the_interpreter_exits() -> None:
     assert proc.returncode == 0, proc.stderr
     frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
     assert frozen > 1000
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["trainer"] == "trainer.cli:console_main"  # the installed command is the same process

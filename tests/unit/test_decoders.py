@@ -123,3 +123,18 @@ def test_a_16_bit_image_takes_v2s_own_scaling() -> None:
     image = Image.fromarray(np.array([[0, 65535], [1000, 30000]], dtype=np.uint16))
     out = eval_transform([0.0], [1.0])(image)
     assert out.max().item() == 1.0 and abs(out[0, 1, 0].item() - 1000 / 65535) < 1e-6
+
+
+def test_the_fast_flip_compares_its_draw_as_v2_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """v2 flips when torch.rand(1) < p in float32: a draw of exactly float32(0.7) is not below p=0.7 there, though
+    it is below 0.7 as a Python float."""
+    from torchvision.transforms import v2
+
+    from trainer.data.transforms import FastTransform
+
+    draw = torch.tensor([0.7], dtype=torch.float32)
+    monkeypatch.setattr(torch, "rand", lambda *size, **options: draw.clone())
+    image = torch.arange(12, dtype=torch.uint8).reshape(1, 3, 4)
+    compose = v2.Compose([v2.RandomHorizontalFlip(p=0.7)])
+    assert torch.equal(FastTransform(compose)(image), compose(image))
+    assert torch.equal(FastTransform(compose)(image), image)  # float32(0.7) >= float32(0.7): no flip

@@ -95,3 +95,35 @@ def test_the_set_up_objects_sit_out_the_garbage_collectors_passes_while_the_run_
     assert run.returncode == 0, run.stderr
     assert len(frozen) == 2 and min(frozen) > 10_000  # the modules, config and model at least
     assert gc.get_freeze_count() == 0  # handed back when the run ends
+
+
+def test_a_later_run_collects_the_garbage_before_it_freezes_and_a_callers_freeze_is_left_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+    import weakref
+
+    from trainer.training import runtime
+
+    class Node:
+        pass
+
+    monkeypatch.setitem(runtime._FROZEN, "runs", 1)  # a sweep's second job
+    cycle = Node()
+    cycle.self = cycle
+    gone = weakref.ref(cycle)
+    del cycle
+    runtime.freeze_setup_objects()
+    try:
+        assert gone() is None and gc.get_freeze_count() > 0  # collected, not kept for the run
+    finally:
+        runtime.release_setup_objects()
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()  # a caller's own
+    try:
+        before = gc.get_freeze_count()
+        runtime.freeze_setup_objects()
+        runtime.release_setup_objects()
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()

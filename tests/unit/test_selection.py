@@ -235,6 +235,16 @@ def test_when_the_last_epoch_wrote_best_pt_the_test_pass_takes_its_weights_from_
     assert scored["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
 
 
+def test_a_best_last_epoch_after_earlier_ones_is_tested_from_memory(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    read = checkpoint_reads(monkeypatch)
+    run = run_cli_in_process(*QUICK, "trainer.monitor=val/loss", "trainer.max_epochs=3",
+                             f"hydra.run.dir={tmp_path}")  # digits: its val loss falls every epoch
+    assert run.returncode == 0, run.stderr
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["best_epoch"] == 3 and "best.pt" not in read  # digits has no test split: nothing to report as tested
+
+
 def test_a_best_epoch_before_the_last_is_read_back_from_best_pt(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     read = checkpoint_reads(monkeypatch)

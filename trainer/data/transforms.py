@@ -140,7 +140,7 @@ class FastTransform:
             elif kind == "RandomCrop":
                 x = _random_crop(x, step)
             elif kind == "RandomHorizontalFlip":
-                if float(torch.rand(1)) < step.p:  # v2 skips the op when torch.rand(1) >= p
+                if torch.rand(1) < step.p:  # v2 skips the op when torch.rand(1) >= p (a float32 compare)
                     x = x.flip(-1)
             elif kind == "ToDtype":
                 x = x.to(torch.float32).mul_(1.0 / 255)
@@ -170,7 +170,8 @@ def _resize(image: torch.Tensor, step: v2.Resize) -> torch.Tensor:
 
     size = [step.size] if isinstance(step.size, int) else step.size
     if not (step.interpolation == InterpolationMode.BILINEAR and step.antialias and step.max_size is None
-            and size is not None and len(size) == 1 and image.dtype == torch.uint8 and native_uint8_resize()):
+            and size is not None and len(size) == 1 and image.dtype == torch.uint8 and image.device.type == "cpu"
+            and native_uint8_resize()):
         return F.resize_image(image, step.size, interpolation=step.interpolation, max_size=step.max_size,
                               antialias=step.antialias)
     channels, height, width = image.shape

@@ -57,7 +57,8 @@ def load_for_inference(path: str | Path, device: torch.device) -> LoadedCheckpoi
 
 def describe_weights(checkpoint: dict[str, Any]) -> str:
     """Which weights a checkpoint holds as its model, and what selected them: `EMA weights, selected on
-    val_ema/acc (epoch 7)` for a best.pt chosen on the EMA's score, `model weights, epoch 8` for a last.pt."""
+    val_ema/acc (epoch 7)` for a best.pt chosen on the EMA's score, `model weights, epoch 8` for a last.pt (or
+    `model weights, selected on val/acc (epoch 8)`: the last epoch was the best, and last.pt is best.pt's file)."""
     selected = checkpoint.get("selected") or {}
     kind = "EMA weights" if checkpoint.get("weights") == "ema" else "model weights"
     if selected.get("monitor"):

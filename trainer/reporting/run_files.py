@@ -69,8 +69,10 @@ def atomic_link(source: Path, path: Path) -> bool:
         return False
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(f"could not write {path}: {write_failure(err)}; its previous version is intact") from None
         raise
     sync_folder(path.parent)
     return True

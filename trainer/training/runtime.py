@@ -13,19 +13,32 @@ import torch
 
 from trainer.errors import ConfigError
 
+# Whether a run's set-up objects are frozen now, and how many runs of this process froze theirs.
+_FROZEN = {"now": False, "runs": 0}
+
 
 def freeze_setup_objects() -> None:
     """Take every object made so far (the imported modules, the config, the model, the data sets: hundreds of
     thousands) out of the cyclic garbage collector's passes for the rest of the run. Each full pass would walk
     them all again; the report's figures alone trigger enough passes to cost a third of its time. Objects freed
-    by reference counting are freed as before; `release_setup_objects` hands them back at the run's end."""
+    by reference counting are freed as before; `release_setup_objects` hands them back at the run's end.
+
+    From the second run of a process on (a sweep's jobs, a test suite), the garbage of the runs before is
+    collected first, so that it is not kept for this run's length (a failed job's model, held by its traceback).
+    Nothing is frozen when the caller has frozen objects of its own."""
+    if gc.get_freeze_count():
+        return
+    if _FROZEN["runs"]:
+        gc.collect()
     gc.freeze()
+    _FROZEN.update(now=True, runs=_FROZEN["runs"] + 1)
 
 
 def release_setup_objects() -> None:
-    """Return what `freeze_setup_objects` set aside to the collector (a process that runs several jobs, a sweep's
-    or a test suite's, then collects the garbage cycles of each)."""
-    gc.unfreeze()
+    """Return what `freeze_setup_objects` set aside to the collector."""
+    if _FROZEN["now"]:
+        gc.unfreeze()
+        _FROZEN["now"] = False
 
 
 def select_device(name: str) -> torch.device:
