@@ -140,6 +140,8 @@ def test_a_kill_between_the_two_phases_is_finished_or_undone_on_resume(tmp_path:
     for name in [*selected, "epoch=1-val_loss=0.9000.pt"]:  # a stray: an evicted file a kill left behind
         (kept.pending(name, 3) if name in selected else tmp_path / name).write_bytes(b"x")
     (tmp_path / "best.pt.pending-4").write_bytes(b"x")  # written for epoch 4, which last.pt never recorded
+    for cut_short in (".last.pt.k2j4x.tmp", ".last.pt.5f0c.link"):  # a write and a link killed before their rename
+        (tmp_path / cut_short).write_bytes(b"x")
     kept.reconcile(state)  # last.pt (epoch 3) was written: its pending files go in place, the rest goes
     assert kept_files(tmp_path) == {"best.pt", "epoch=3-val_loss=0.5000.pt"}
 

@@ -59,8 +59,12 @@ class KeptCheckpoints:
 
     def reconcile(self, state: TrainState) -> None:
         """At resume: commit the pending files of the epoch the state ended with (the kill came after last.pt),
-        drop those of an epoch it never recorded, and top-k files it no longer lists."""
+        drop those of an epoch it never recorded, top-k files it no longer lists, and the hidden temporary files
+        of writes and links a kill cut short (the run dir is locked: no other process is writing them)."""
         listed = {entry["file"] for entry in state.top_k}
+        for pattern in (".*.tmp", ".*.link"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
         for path in sorted(self.folder.glob(f"*{PENDING}*")):
             name, _, epoch = path.name.partition(PENDING)
             wanted = name in listed or (name == BEST and state.best_epoch == state.epoch)
