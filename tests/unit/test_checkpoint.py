@@ -55,6 +55,17 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_a_link_that_cannot_replace_its_name_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    from trainer.reporting.run_files import atomic_link
+
+    source, taken = tmp_path / "best.pt", tmp_path / "last.pt"
+    save_checkpoint(payload(), source)
+    taken.mkdir()  # a folder where the link should go: the rename fails
+    with pytest.raises(OutputError, match=r"could not write .*last.pt: .*; last.pt was not written"):
+        atomic_link(source, taken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"] and taken.is_dir()
+
+
 class _Payload:
     """Unpickling this would create a file: the loader must refuse before that happens."""
 

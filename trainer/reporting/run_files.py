@@ -31,6 +31,17 @@ def write_failure(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# The hidden names `atomic_write` and `atomic_link` give a file before renaming it into place (what a kill
+# in between leaves behind; a resume removes them from the checkpoints folder).
+TEMPORARY_NAMES = (".*.tmp", ".*.link")
+
+
+def failed_write(path: Path, err: BaseException, existed: bool) -> OutputError:
+    """The one-line error of a write or link that did not replace `path`, saying whether its old version is kept."""
+    kept = "; its previous version is intact" if existed else f"; {path.name} was not written"
+    return OutputError(f"could not write {path}: {write_failure(err)}{kept}")
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
 
@@ -53,8 +64,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
-            kept = "; its previous version is intact" if existed else f"; {path.name} was not written"
-            raise OutputError(f"could not write {path}: {write_failure(err)}{kept}") from None
+            raise failed_write(path, err, existed) from None
         raise
     sync_folder(path.parent)
 
@@ -67,12 +77,13 @@ def atomic_link(source: Path, path: Path) -> bool:
         os.link(source, tmp)
     except OSError:
         return False
+    existed = path.is_file()
     try:
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise OutputError(f"could not write {path}: {write_failure(err)}; its previous version is intact") from None
+            raise failed_write(path, err, existed) from None
         raise
     sync_folder(path.parent)
     return True

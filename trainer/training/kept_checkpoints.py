@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.reporting.run_files import atomic_write
+from trainer.reporting.run_files import TEMPORARY_NAMES, atomic_write
 from trainer.training.selection import Monitor, update_top_k
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class KeptCheckpoints:
         drop those of an epoch it never recorded, top-k files it no longer lists, and the hidden temporary files
         of writes and links a kill cut short (the run dir is locked: no other process is writing them)."""
         listed = {entry["file"] for entry in state.top_k}
-        for pattern in (".*.tmp", ".*.link"):
+        for pattern in TEMPORARY_NAMES:
             for path in self.folder.glob(pattern):
                 path.unlink(missing_ok=True)
         for path in sorted(self.folder.glob(f"*{PENDING}*")):
