@@ -138,3 +138,23 @@ def test_the_fast_flip_compares_its_draw_as_v2_does(monkeypatch: pytest.MonkeyPa
     compose = v2.Compose([v2.RandomHorizontalFlip(p=0.7)])
     assert torch.equal(FastTransform(compose)(image), compose(image))
     assert torch.equal(FastTransform(compose)(image), image)  # float32(0.7) >= float32(0.7): no flip
+
+
+def test_a_uint8_bilinear_resize_skips_v2s_kernel_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch resizes uint8 itself, the fast path calls its kernel straight (v2.Resize keeps its interpolation
+    as a string or as the enum: both take it), with v2's pixels; any other interpolation goes through v2."""
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as F
+
+    from trainer.data import transforms
+
+    monkeypatch.setattr(transforms, "native_uint8_resize", lambda: True)
+    calls = []
+    real = F.resize_image
+    monkeypatch.setattr(F, "resize_image", lambda *args, **options: calls.append(1) or real(*args, **options))
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 20, 27), dtype=np.uint8))
+    for interpolation in ("bilinear", v2.InterpolationMode.BILINEAR):
+        step = v2.Resize(13, interpolation=interpolation, antialias=True)
+        assert torch.equal(transforms._resize(image, step), real(image, [13], antialias=True)) and not calls
+    transforms._resize(image, v2.Resize(13, interpolation=v2.InterpolationMode.NEAREST))
+    assert calls == [1]

@@ -45,7 +45,7 @@ def load_image(path: str, mode: str) -> Image.Image:
 def read_bytes(path: str) -> bytearray:
     """The file's bytes (a DataError naming the file when it cannot be read at all)."""
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:  # one read of the whole file: no buffer to copy through
             return bytearray(handle.read())
     except OSError as err:
         raise unreadable(path, err) from None

@@ -169,7 +169,8 @@ def _resize(image: torch.Tensor, step: v2.Resize) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as F
 
     size = [step.size] if isinstance(step.size, int) else step.size
-    if not (step.interpolation == InterpolationMode.BILINEAR and step.antialias and step.max_size is None
+    bilinear = step.interpolation in (InterpolationMode.BILINEAR, InterpolationMode.BILINEAR.value)  # v2 keeps either
+    if not (bilinear and step.antialias and step.max_size is None
             and size is not None and len(size) == 1 and image.dtype == torch.uint8 and image.device.type == "cpu"
             and native_uint8_resize()):
         return F.resize_image(image, step.size, interpolation=step.interpolation, max_size=step.max_size,
