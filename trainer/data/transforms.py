@@ -103,8 +103,7 @@ class FastTransform:
     def __init__(self, compose: v2.Compose) -> None:
         self.compose = compose
         self.steps = list(compose.transforms)
-        self.kinds = [type(step).__name__ for step in self.steps]
-        self.stats = {i: _stat_tensors(step) for i, step in enumerate(self.steps) if self.kinds[i] == "Normalize"}
+        self.ops = [_fast_op(step) for step in self.steps]  # each step's kernel, chosen once
 
     @classmethod
     def handles(cls, steps: Sequence[v2.Transform]) -> bool:
@@ -132,25 +131,53 @@ class FastTransform:
             x = image.as_subclass(torch.Tensor)
         else:
             return self.compose(image)
-        for i, (kind, step) in enumerate(zip(self.kinds, self.steps, strict=True)):
-            if kind == "Resize":
-                x = _resize(x, step)
-            elif kind == "CenterCrop":
-                x = _center_crop(x, *step.size)
-            elif kind == "RandomCrop":
-                x = _random_crop(x, step)
-            elif kind == "RandomHorizontalFlip":
-                if torch.rand(1) < step.p:  # v2 skips the op when torch.rand(1) >= p (a float32 compare)
-                    x = x.flip(-1)
-            elif kind == "ToDtype":
-                x = x.to(torch.float32).mul_(1.0 / 255)
-            elif kind == "Normalize":
-                stats = self.stats[i]
-                x = x.sub_(stats[0]).div_(stats[1]) if stats and x.dtype == torch.float32 else \
-                    F.normalize(x, step.mean, step.std, inplace=True)
-            elif kind == "RandomErasing":
-                x = step(x)
+        for op in self.ops:
+            x = op(x)
         return x
+
+
+def _fast_op(step: v2.Transform) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One of FastTransform.KNOWN's steps as a function of a plain C x H x W tensor (ToImage: nothing to do)."""
+    kind = type(step).__name__
+    if kind == "Resize":
+        return functools.partial(_resize, step=step)
+    if kind == "CenterCrop":
+        return functools.partial(_center_crop, crop_h=step.size[0], crop_w=step.size[1])
+    if kind == "RandomCrop":
+        return functools.partial(_random_crop, step=step)
+    if kind == "RandomHorizontalFlip":
+        return functools.partial(_flip, p=step.p)
+    if kind == "ToDtype":
+        return _to_float
+    if kind == "Normalize":
+        return functools.partial(_normalize, step=step, stats=_stat_tensors(step))
+    if kind == "RandomErasing":
+        return step
+    return _unchanged
+
+
+def _unchanged(image: torch.Tensor) -> torch.Tensor:
+    return image
+
+
+def _flip(image: torch.Tensor, p: float) -> torch.Tensor:
+    """v2's horizontal flip: it skips the op when torch.rand(1) >= p (a float32 compare)."""
+    return image.flip(-1) if torch.rand(1) < p else image
+
+
+def _to_float(image: torch.Tensor) -> torch.Tensor:
+    """ToDtype(float32, scale=True) of an 8-bit image: a new tensor, so the steps after it may work in place."""
+    return image.to(torch.float32).mul_(1.0 / 255)
+
+
+def _normalize(image: torch.Tensor, step: v2.Normalize,
+               stats: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """v2.Normalize in place with the mean and std tensors made once; v2's kernel for what they do not cover."""
+    from torchvision.transforms.v2 import functional as F
+
+    if stats and image.dtype == torch.float32:
+        return image.sub_(stats[0]).div_(stats[1])
+    return F.normalize(image, step.mean, step.std, inplace=True)
 
 
 def _stat_tensors(step: v2.Normalize) -> tuple[torch.Tensor, torch.Tensor] | None:
