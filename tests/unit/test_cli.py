@@ -133,9 +133,53 @@ def test_the_readme_exit_code_table_names_every_cli_exit_code() -> None:
     assert "bad value" in rows[errors.EXIT_USER_ERROR] and "SIGTERM" in rows[errors.EXIT_PREEMPTED]
 
 
+PROBE = """
+import atexit, gc, logging, os, sys, threading, time
+from trainer import cli
+
+class Teardown:
+    def __del__(self):
+        os.write(1, b"teardown\\n")  # sys.stdout may be gone by then
+
+kept = Teardown()  # freed by the interpreter's teardown only
+log = logging.getLogger("probe")
+log.addHandler(logging.StreamHandler(sys.stdout))
+atexit.register(lambda: print("exit function"))  # runs after console_main's own
+gc.freeze = lambda: None  # a frozen object outlives the teardown, which Teardown shows
+def body():
+    print("output", end="")  # no newline: still in the buffer when main returns
+    log.warning(" logged")
+    if ENDING == "thread":
+        threading.Thread(target=time.sleep, args=(0.3,)).start()
+    if ENDING.startswith("exit"):
+        sys.exit(int(ENDING[4:]) if ENDING[4:] else "a message")
+cli.main = body
+cli.console_main()
+"""
+
+
+@pytest.mark.parametrize(("ending", "status", "fast"), [("return", 0, True), ("exit3", 3, True),
+                                                        ("exit", 1, False), ("thread", 0, False)])
+def test_the_process_ends_without_the_interpreters_teardown_once_main_is_done(ending: str, status: int,
+                                                                             fast: bool) -> None:
+    """`python -m trainer` runs the exit functions, flushes what it printed and logged, and exits with main's
+    status, without the teardown that frees every object one by one. A SystemExit with a message, or a thread
+    still running, takes the interpreter's own exit."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", f"ENDING = {ending!r}\n" + PROBE], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout.startswith("output logged\nexit function\n")
+    assert ("teardown" in proc.stdout) is not fast
+    assert ("a message" in proc.stderr) is (ending == "exit")
+
+
 def test_the_process_freezes_its_objects_before_the_interpreter_exits() -> None:
-    """`python -m trainer` leaves its objects out of the final garbage-collector passes (an atexit hook that runs
-    before the interpreter's own teardown); the in-process `trainer.cli.main` of sweeps and tests does not."""
+    """`python -m trainer` leaves its objects out of any garbage-collector pass at exit (an atexit hook that runs
+    before the interpreter's own teardown, where a run takes it); the in-process `trainer.cli.main` of sweeps and
+    tests does not."""
     import subprocess
     import sys
 
@@ -146,6 +190,9 @@ def test_the_process_freezes_its_objects_before_the_interpreter_exits() -> None:
     assert proc.returncode == 0, proc.stderr
     frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
     assert frozen > 1000
+
+
+def test_the_installed_command_is_the_same_entrypoint() -> None:
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
