@@ -69,11 +69,14 @@ def _user_set(config: DictConfig, key: str) -> bool:
     return "${now:" not in str(raw)
 
 
-def _quoted(value: str) -> str:
-    """`value` as the right-hand side of a Hydra override."""
-    if re.fullmatch(r"[\w./+:-]+", value):
+def override_value(value: str) -> str:
+    """`value` as the right-hand side of a Hydra override: as it is when Hydra's grammar reads it unquoted (word
+    characters, `.`, `/`, `+`, `-`), else single-quoted. Inside quotes Hydra reads a backslash as an escape only
+    before a quote (or the closing quote), so only the quotes and the backslashes just before them are escaped."""
+    if re.fullmatch(r"[\w./+-]+", value):
         return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = re.sub(r"(\\*)('|$)", lambda match: match[1] * 2 + ("\\'" if match[2] else ""), value)
+    return f"'{escaped}'"
 
 
 class ClaimRunDir(Callback):
@@ -102,7 +105,7 @@ class ClaimRunDir(Callback):
         if claimed != sweep_dir:  # every job's config is composed again from these overrides
             with read_write(config.hydra), open_dict(config.hydra):
                 config.hydra.sweep.dir = str(claimed)
-                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(str(claimed))}")
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={override_value(str(claimed))}")
 
 
 def job_record(config: DictConfig, job_return: Any) -> dict[str, Any]:

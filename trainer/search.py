@@ -9,12 +9,12 @@ loads the study from its RDB storage (`hydra.sweeper.storage=sqlite:///...`) and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from trainer.environment import OptunaTrialRef
+from trainer.hydra_callbacks import override_value
 
 if TYPE_CHECKING:
     import optuna
@@ -24,18 +24,11 @@ PRUNERS = ("none", "median", "hyperband")
 _live: dict[tuple[str, int], optuna.Trial] = {}  # (study name, trial number): trials launched in this process
 
 
-def _quoted(value: str) -> str:
-    """`value` as the right-hand side of a Hydra override."""
-    if re.fullmatch(r"[\w.-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def trial_overrides(ref: OptunaTrialRef) -> list[str]:
     """The overrides that tell a job which trial it runs as (Hydra sets them in os.environ for the job)."""
     values = {"TRAINER_OPTUNA_STUDY": ref.study, "TRAINER_OPTUNA_TRIAL": str(ref.number),
               "TRAINER_OPTUNA_PRUNER": ref.pruner} | ({"TRAINER_OPTUNA_STORAGE": ref.storage} if ref.storage else {})
-    return [f"++hydra.job.env_set.{name}={_quoted(value)}" for name, value in values.items()]
+    return [f"++hydra.job.env_set.{name}={override_value(value)}" for name, value in values.items()]
 
 
 @contextmanager

@@ -132,3 +132,16 @@ def test_an_unwritable_dir_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="cannot write the run dir"):
         claim(blocker / "run", fresh=False)
     assert run_dirs.CLAIMS == []
+
+
+@pytest.mark.parametrize("value", ["outputs/run-1", "/tmp/a b/run", "sqlite:///outputs/optuna.db", "it's",
+                                   "C:\\runs\\x", "ends\\", "quote\\'d", "a=b,c", "${oops}", "[1, 2]"])
+def test_override_values_read_back_as_themselves(value: str) -> None:
+    """The run-dir claim and the Optuna trial overrides write values (paths, storage URLs) that Hydra's own
+    override parser must read back unchanged, whatever characters they hold."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from trainer.hydra_callbacks import override_value
+
+    parsed = OverridesParser.create().parse_override(f"key={override_value(value)}")
+    assert parsed.value() == value
