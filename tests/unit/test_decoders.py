@@ -155,6 +155,6 @@ def test_a_uint8_bilinear_resize_skips_v2s_kernel_wrapper(monkeypatch: pytest.Mo
     image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 20, 27), dtype=np.uint8))
     for interpolation in ("bilinear", v2.InterpolationMode.BILINEAR):
         step = v2.Resize(13, interpolation=interpolation, antialias=True)
-        assert torch.equal(transforms._resize(image, step), real(image, [13], antialias=True)) and not calls
-    transforms._resize(image, v2.Resize(13, interpolation=v2.InterpolationMode.NEAREST))
+        assert torch.equal(transforms.FAST_OPS["Resize"](step)(image), real(image, [13], antialias=True)) and not calls
+    transforms.FAST_OPS["Resize"](v2.Resize(13, interpolation=v2.InterpolationMode.NEAREST))(image)
     assert calls == [1]

@@ -97,21 +97,17 @@ class FastTransform:
     once. Each random op draws from torch's generator exactly as v2's does, in the same order, so the output is
     v2's, pixel for pixel, for the same generator state; any other input goes through the v2 `compose` itself."""
 
-    KNOWN = ("ToImage", "Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "ToDtype", "Normalize",
-             "RandomErasing")
-
     def __init__(self, compose: v2.Compose) -> None:
         self.compose = compose
-        self.steps = list(compose.transforms)
-        self.ops = [_fast_op(step) for step in self.steps]  # each step's kernel, chosen once
+        self.ops = [FAST_OPS[type(step).__name__](step) for step in compose.transforms]  # each kernel, chosen once
 
     @classmethod
     def handles(cls, steps: Sequence[v2.Transform]) -> bool:
-        """Whether every step is one of KNOWN, with the settings this class runs (float32 output, zero padding)."""
+        """Whether every step is one of FAST_OPS, with the settings this class runs (float32 output, zero padding)."""
         from torchvision.transforms import v2
 
         def known(step: v2.Transform) -> bool:
-            if type(step).__name__ not in cls.KNOWN or not type(step).__module__.startswith("torchvision."):
+            if type(step).__name__ not in FAST_OPS or not type(step).__module__.startswith("torchvision."):
                 return False
             if isinstance(step, v2.ToDtype):
                 return step.dtype == torch.float32 and step.scale
@@ -136,26 +132,6 @@ class FastTransform:
         return x
 
 
-def _fast_op(step: v2.Transform) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One of FastTransform.KNOWN's steps as a function of a plain C x H x W tensor (ToImage: nothing to do)."""
-    kind = type(step).__name__
-    if kind == "Resize":
-        return functools.partial(_resize, step=step)
-    if kind == "CenterCrop":
-        return functools.partial(_center_crop, crop_h=step.size[0], crop_w=step.size[1])
-    if kind == "RandomCrop":
-        return functools.partial(_random_crop, step=step)
-    if kind == "RandomHorizontalFlip":
-        return functools.partial(_flip, p=step.p)
-    if kind == "ToDtype":
-        return _to_float
-    if kind == "Normalize":
-        return functools.partial(_normalize, step=step, stats=_stat_tensors(step))
-    if kind == "RandomErasing":
-        return step
-    return _unchanged
-
-
 def _unchanged(image: torch.Tensor) -> torch.Tensor:
     return image
 
@@ -173,10 +149,10 @@ def _to_float(image: torch.Tensor) -> torch.Tensor:
 def _normalize(image: torch.Tensor, step: v2.Normalize,
                stats: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """v2.Normalize in place with the mean and std tensors made once; v2's kernel for what they do not cover."""
-    from torchvision.transforms.v2 import functional as F
-
     if stats and image.dtype == torch.float32:
         return image.sub_(stats[0]).div_(stats[1])
+    from torchvision.transforms.v2 import functional as F
+
     return F.normalize(image, step.mean, step.std, inplace=True)
 
 
@@ -189,22 +165,29 @@ def _stat_tensors(step: v2.Normalize) -> tuple[torch.Tensor, torch.Tensor] | Non
         torch.tensor(step.std, dtype=torch.float32).view(-1, 1, 1)
 
 
-def _resize(image: torch.Tensor, step: v2.Resize) -> torch.Tensor:
-    """v2.Resize of a uint8 C x H x W image: antialiased bilinear to a short side goes straight to torch's native
-    uint8 kernel (the one v2 calls, with v2's output size and batch stride); any other resize is v2's kernel."""
+def _resize_op(step: v2.Resize) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v2.Resize as a function of a C x H x W image: an antialiased bilinear resize of the short side goes straight
+    to torch's native uint8 kernel where it can (`_short_side_resize`); any other resize is v2's kernel."""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
+    kernel = functools.partial(F.resize_image, size=step.size, interpolation=step.interpolation,
+                               max_size=step.max_size, antialias=step.antialias)
     size = [step.size] if isinstance(step.size, int) else step.size
     bilinear = step.interpolation in (InterpolationMode.BILINEAR, InterpolationMode.BILINEAR.value)  # v2 keeps either
-    if not (bilinear and step.antialias and step.max_size is None
-            and size is not None and len(size) == 1 and image.dtype == torch.uint8 and image.device.type == "cpu"
-            and native_uint8_resize()):
-        return F.resize_image(image, step.size, interpolation=step.interpolation, max_size=step.max_size,
-                              antialias=step.antialias)
+    if bilinear and step.antialias and step.max_size is None and size is not None and len(size) == 1:
+        return functools.partial(_short_side_resize, short=size[0], kernel=kernel)
+    return kernel
+
+
+def _short_side_resize(image: torch.Tensor, short: int, kernel: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A uint8 CPU image's short side antialiased to `short` by torch's native uint8 kernel (the one v2 calls, with
+    v2's output size and batch stride); other images go to v2's `kernel`."""
+    if not (image.dtype == torch.uint8 and image.device.type == "cpu" and native_uint8_resize()):
+        return kernel(image)
     channels, height, width = image.shape
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = size[0], int(size[0] * long / short)
+    short_side, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = short, int(short * long / short_side)
     new_h, new_w = (new_long, new_short) if width <= height else (new_short, new_long)
     if (new_h, new_w) == (height, width):
         return image
@@ -245,6 +228,19 @@ def _random_crop(image: torch.Tensor, step: v2.RandomCrop) -> torch.Tensor:
     return out
 
 
+# The steps FastTransform runs, by v2 class name: each makes the function of a C x H x W tensor for one step.
+FAST_OPS: dict[str, Callable[[v2.Transform], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "ToImage": lambda step: _unchanged,  # the input is a tensor already
+    "Resize": _resize_op,
+    "CenterCrop": lambda step: functools.partial(_center_crop, crop_h=step.size[0], crop_w=step.size[1]),
+    "RandomCrop": lambda step: functools.partial(_random_crop, step=step),
+    "RandomHorizontalFlip": lambda step: functools.partial(_flip, p=step.p),
+    "ToDtype": lambda step: _to_float,
+    "Normalize": lambda step: functools.partial(_normalize, step=step, stats=_stat_tensors(step)),
+    "RandomErasing": lambda step: step,
+}
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """N x C x H x W uint8 images resized once (antialiased) to size x size; unchanged when already there."""
     from torchvision.transforms import v2
@@ -279,3 +275,4 @@ def image_tensor_sets(train_images: torch.Tensor, train_labels: torch.Tensor, va
         return normalized_tensors(train_images, train_labels, mean, std), val
     transform = train_transform(augment, mean, std)
     return TransformedDataset(TensorDataset(train_images, train_labels), transform), val
+
